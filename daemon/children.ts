@@ -1,0 +1,43 @@
+// Reaps processes started with the addon's spawn. SIGCHLD only says "some child changed", so
+// each signal triggers passes of waitpid over our own pids until a full pass finds nothing.
+// Never waitpid(-1): libuv reaps child_process children itself and must keep seeing them.
+import { type ExitStatus, waitpid } from './native.ts';
+
+const watched = new Map<number, (status: ExitStatus) => void>();
+let listening = false;
+// Signal handles are unref'd: without this the loop could exit while children still run.
+let keepAlive: NodeJS.Timeout | undefined;
+
+/** Calls onExit once with the exit status of `pid`, a child spawned through the addon. */
+export function watchChild(pid: number, onExit: (status: ExitStatus) => void): void {
+  if (watched.has(pid)) throw new Error(`pid ${pid} is already watched`);
+  watched.set(pid, onExit);
+  if (!listening) {
+    process.on('SIGCHLD', reap);
+    listening = true;
+  }
+  keepAlive ??= setInterval(() => {}, 2 ** 31 - 1);
+  // The child may have exited before it was registered, its SIGCHLD already spent. Deferred so
+  // onExit never runs inside watchChild.
+  process.nextTick(reap);
+}
+
+function reap(): void {
+  const exited: [(status: ExitStatus) => void, ExitStatus][] = [];
+  for (let found = true; found; ) {
+    found = false;
+    for (const [pid, onExit] of watched) {
+      const status = waitpid(pid);
+      if (status) {
+        watched.delete(pid);
+        exited.push([onExit, status]);
+        found = true;
+      }
+    }
+  }
+  if (watched.size === 0 && keepAlive) {
+    clearInterval(keepAlive);
+    keepAlive = undefined;
+  }
+  for (const [onExit, status] of exited) onExit(status);
+}

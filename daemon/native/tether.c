@@ -1,0 +1,639 @@
+/*
+ * tether native addon: process and terminal mechanisms for tetherd.
+ * Mechanisms only; every policy decision is made in TypeScript (daemon/native.ts).
+ * Plain C against Node-API so one build works with every Node of the same NAPI_VERSION.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+/* Only distinct values on Linux: EWOULDBLOCK, EDEADLOCK and ENOTSUP are aliases. */
+static const char *errno_name(int err) {
+  switch (err) {
+#define E(x) \
+  case x:    \
+    return #x;
+    E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(ENOEXEC) E(EBADF) E(ECHILD)
+    E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(ENOTBLK) E(EBUSY) E(EEXIST) E(EXDEV) E(ENODEV)
+    E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ENOTTY) E(ETXTBSY) E(EFBIG) E(ENOSPC)
+    E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE) E(EDOM) E(ERANGE) E(EDEADLK) E(ENAMETOOLONG) E(ENOLCK)
+    E(ENOSYS) E(ENOTEMPTY) E(ELOOP) E(ENOMSG) E(EIDRM) E(ECHRNG) E(EL2NSYNC) E(EL3HLT) E(EL3RST)
+    E(ELNRNG) E(EUNATCH) E(ENOCSI) E(EL2HLT) E(EBADE) E(EBADR) E(EXFULL) E(ENOANO) E(EBADRQC)
+    E(EBADSLT) E(EBFONT) E(ENOSTR) E(ENODATA) E(ETIME) E(ENOSR) E(ENONET) E(ENOPKG) E(EREMOTE)
+    E(ENOLINK) E(EADV) E(ESRMNT) E(ECOMM) E(EPROTO) E(EMULTIHOP) E(EDOTDOT) E(EBADMSG)
+    E(EOVERFLOW) E(ENOTUNIQ) E(EBADFD) E(EREMCHG) E(ELIBACC) E(ELIBBAD) E(ELIBSCN) E(ELIBMAX)
+    E(ELIBEXEC) E(EILSEQ) E(ERESTART) E(ESTRPIPE) E(EUSERS) E(ENOTSOCK) E(EDESTADDRREQ)
+    E(EMSGSIZE) E(EPROTOTYPE) E(ENOPROTOOPT) E(EPROTONOSUPPORT) E(ESOCKTNOSUPPORT) E(EOPNOTSUPP)
+    E(EPFNOSUPPORT) E(EAFNOSUPPORT) E(EADDRINUSE) E(EADDRNOTAVAIL) E(ENETDOWN) E(ENETUNREACH)
+    E(ENETRESET) E(ECONNABORTED) E(ECONNRESET) E(ENOBUFS) E(EISCONN) E(ENOTCONN) E(ESHUTDOWN)
+    E(ETOOMANYREFS) E(ETIMEDOUT) E(ECONNREFUSED) E(EHOSTDOWN) E(EHOSTUNREACH) E(EALREADY)
+    E(EINPROGRESS) E(ESTALE) E(EUCLEAN) E(ENOTNAM) E(ENAVAIL) E(EISNAM) E(EREMOTEIO) E(EDQUOT)
+    E(ENOMEDIUM) E(EMEDIUMTYPE) E(ECANCELED) E(ENOKEY) E(EKEYEXPIRED) E(EKEYREVOKED)
+    E(EKEYREJECTED) E(EOWNERDEAD) E(ENOTRECOVERABLE) E(ERFKILL) E(EHWPOISON)
+#undef E
+  default:
+    return "EUNKNOWN";
+  }
+}
+
+/* Throws Error("<syscall>: <CODE> (<strerror>)") with .code, .errno and .syscall set. */
+static napi_value throw_errno(napi_env env, const char *syscall_name, int err) {
+  char msg[256];
+  const char *code = errno_name(err);
+  snprintf(msg, sizeof msg, "%s: %s (%s)", syscall_name, code, strerror(err));
+  napi_value code_v, msg_v, error, errno_v, syscall_v;
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
+  napi_create_error(env, code_v, msg_v, &error);
+  napi_create_int32(env, err, &errno_v);
+  napi_set_named_property(env, error, "errno", errno_v);
+  napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &syscall_v);
+  napi_set_named_property(env, error, "syscall", syscall_v);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static bool type_error(napi_env env, const char *what, const char *expected) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s must be %s", what, expected);
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return false;
+}
+
+static bool get_int(napi_env env, napi_value v, const char *what, int64_t min, int64_t max,
+                    int64_t *out) {
+  napi_valuetype t;
+  double d;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return type_error(env, what, "a number");
+  napi_get_value_double(env, v, &d);
+  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s must be an integer in [%lld, %lld]", what, (long long)min,
+             (long long)max);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+    return false;
+  }
+  *out = (int64_t)d;
+  return true;
+}
+
+/* malloc'd copy; rejects embedded NULs, which C would silently truncate. */
+static char *get_string(napi_env env, napi_value v, const char *what) {
+  napi_valuetype t;
+  size_t len;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) {
+    type_error(env, what, "a string");
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, v, NULL, 0, &len);
+  char *s = malloc(len + 1);
+  if (!s) {
+    throw_errno(env, "malloc", ENOMEM);
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  if (strlen(s) != len) {
+    free(s);
+    type_error(env, what, "a string without NUL bytes");
+    return NULL;
+  }
+  return s;
+}
+
+static bool get_array(napi_env env, napi_value obj, const char *key, napi_value *arr,
+                      uint32_t *len) {
+  bool is_array;
+  if (napi_get_named_property(env, obj, key, arr) != napi_ok) return false;
+  if (napi_is_array(env, *arr, &is_array) != napi_ok || !is_array)
+    return type_error(env, key, "an array");
+  napi_get_array_length(env, *arr, len);
+  return true;
+}
+
+static void free_strv(char **v) {
+  if (!v) return;
+  for (char **p = v; *p; p++) free(*p);
+  free(v);
+}
+
+/* NULL-terminated malloc'd vector, as execve wants it. */
+static char **get_strv(napi_env env, napi_value obj, const char *key) {
+  napi_value arr, el;
+  uint32_t n;
+  if (!get_array(env, obj, key, &arr, &n)) return NULL;
+  char **v = calloc((size_t)n + 1, sizeof *v);
+  if (!v) {
+    throw_errno(env, "malloc", ENOMEM);
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_get_element(env, arr, i, &el);
+    if (!(v[i] = get_string(env, el, key))) {
+      free_strv(v);
+      return NULL;
+    }
+  }
+  return v;
+}
+
+/* Failing steps of the child, reported to the parent by index. */
+enum step {
+  STEP_SETSID,
+  STEP_TIOCSCTTY,
+  STEP_CHDIR,
+  STEP_SETGROUPS,
+  STEP_SETGID,
+  STEP_SETUID,
+  STEP_DUPFD,
+  STEP_DUP2,
+  STEP_CLOSE,
+  STEP_EXECVE,
+};
+static const char *const step_names[] = {
+    "setsid", "ioctl(TIOCSCTTY)", "chdir", "setgroups", "setgid", "setuid",
+    "fcntl(F_DUPFD)", "dup2", "close", "execve",
+};
+
+struct spawn_req {
+  char *file;
+  char **argv;
+  char **envp;
+  char *cwd;
+  char **paths; /* execve candidates, resolved like execvp before fork */
+  int *fds;
+  int *tmp; /* scratch for the child's fd shuffle, allocated before fork */
+  uint32_t nfds;
+  gid_t *groups;
+  size_t ngroups;
+  bool has_groups;
+  bool setsid;
+  int ctty;
+  int umask;
+  int64_t uid, gid;
+  int maxfd; /* last-resort close bound when neither close_range nor /proc work */
+};
+
+static void free_req(struct spawn_req *r) {
+  free(r->file);
+  free_strv(r->argv);
+  free_strv(r->envp);
+  free(r->cwd);
+  free_strv(r->paths);
+  free(r->fds);
+  free(r->tmp);
+  free(r->groups);
+}
+
+/* execvp's search list, built from the child's env (not ours); default like glibc's _CS_PATH. */
+static bool build_paths(napi_env env, struct spawn_req *r) {
+  if (strchr(r->file, '/')) {
+    r->paths = calloc(2, sizeof *r->paths);
+    if (!r->paths || !(r->paths[0] = strdup(r->file))) {
+      throw_errno(env, "malloc", ENOMEM);
+      return false;
+    }
+    return true;
+  }
+  const char *path = "/bin:/usr/bin";
+  for (char **e = r->envp; *e; e++) {
+    if (strncmp(*e, "PATH=", 5) == 0) {
+      path = *e + 5;
+      break;
+    }
+  }
+  size_t n = 1;
+  for (const char *p = path; *p; p++) n += *p == ':';
+  r->paths = calloc(n + 1, sizeof *r->paths);
+  if (!r->paths) {
+    throw_errno(env, "malloc", ENOMEM);
+    return false;
+  }
+  const char *p = path;
+  for (size_t i = 0; i < n; i++) {
+    const char *end = strchrnul(p, ':');
+    size_t dlen = (size_t)(end - p);
+    /* An empty element means the current directory, as in execvp. */
+    char *s = malloc(dlen + 1 + strlen(r->file) + 1);
+    if (!s) {
+      throw_errno(env, "malloc", ENOMEM);
+      return false;
+    }
+    if (dlen)
+      sprintf(s, "%.*s/%s", (int)dlen, p, r->file);
+    else
+      strcpy(s, r->file);
+    r->paths[i] = s;
+    p = *end ? end + 1 : end;
+  }
+  return true;
+}
+
+static bool parse_spawn(napi_env env, napi_value opts, struct spawn_req *r) {
+  napi_value v, arr, el;
+  napi_valuetype t;
+  uint32_t n;
+  int64_t x;
+
+  if (napi_typeof(env, opts, &t) != napi_ok || t != napi_object)
+    return type_error(env, "options", "an object");
+
+  napi_get_named_property(env, opts, "file", &v);
+  if (!(r->file = get_string(env, v, "file"))) return false;
+  if (!*r->file) {
+    throw_errno(env, "execve", ENOENT);
+    return false;
+  }
+  if (!(r->argv = get_strv(env, opts, "argv"))) return false;
+  if (!(r->envp = get_strv(env, opts, "env"))) return false;
+
+  napi_get_named_property(env, opts, "cwd", &v);
+  napi_typeof(env, v, &t);
+  if (t != napi_null && !(r->cwd = get_string(env, v, "cwd"))) return false;
+
+  napi_get_named_property(env, opts, "umask", &v);
+  if (!get_int(env, v, "umask", -1, 0777, &x)) return false;
+  r->umask = (int)x;
+
+  if (!get_array(env, opts, "fds", &arr, &n)) return false;
+  if (n > 65536) return type_error(env, "fds", "at most 65536 entries");
+  r->nfds = n;
+  r->fds = calloc(n ? n : 1, sizeof *r->fds);
+  r->tmp = calloc(n ? n : 1, sizeof *r->tmp);
+  if (!r->fds || !r->tmp) {
+    throw_errno(env, "malloc", ENOMEM);
+    return false;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_get_element(env, arr, i, &el);
+    if (!get_int(env, el, "fds[i]", -1, INT_MAX, &x)) return false;
+    r->fds[i] = (int)x;
+  }
+
+  napi_get_named_property(env, opts, "setsid", &v);
+  if (napi_get_value_bool(env, v, &r->setsid) != napi_ok)
+    return type_error(env, "setsid", "a boolean");
+
+  napi_get_named_property(env, opts, "ctty", &v);
+  if (!get_int(env, v, "ctty", -1, (int64_t)n - 1, &x)) return false;
+  r->ctty = (int)x;
+  if (r->ctty >= 0 && r->fds[r->ctty] < 0) return type_error(env, "ctty", "a mapped child fd");
+
+  napi_get_named_property(env, opts, "uid", &v);
+  if (!get_int(env, v, "uid", -1, UINT32_MAX - 1, &r->uid)) return false;
+  napi_get_named_property(env, opts, "gid", &v);
+  if (!get_int(env, v, "gid", -1, UINT32_MAX - 1, &r->gid)) return false;
+
+  napi_get_named_property(env, opts, "groups", &v);
+  napi_typeof(env, v, &t);
+  if (t != napi_null) {
+    if (!get_array(env, opts, "groups", &arr, &n)) return false;
+    r->has_groups = true;
+    r->ngroups = n;
+    r->groups = calloc(n ? n : 1, sizeof *r->groups);
+    if (!r->groups) {
+      throw_errno(env, "malloc", ENOMEM);
+      return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+      napi_get_element(env, arr, i, &el);
+      if (!get_int(env, el, "groups[i]", 0, UINT32_MAX - 1, &x)) return false;
+      r->groups[i] = (gid_t)x;
+    }
+  }
+
+  struct rlimit rl;
+  r->maxfd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1u << 20) ? (int)rl.rlim_cur
+                                                                          : 1 << 20;
+  return build_paths(env, r);
+}
+
+/* ---- Child side: only async-signal-safe calls from here to execve. ---- */
+
+static void __attribute__((noreturn)) child_fail(int errfd, enum step step, int err) {
+  int msg[2] = {err, (int)step};
+  ssize_t w;
+  do w = write(errfd, msg, sizeof msg);
+  while (w < 0 && errno == EINTR);
+  _exit(127);
+}
+
+struct dirent64_raw {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+
+/* Closes every fd above `low`. close_range needs Linux 5.9; older devices are common, so fall
+ * back to listing /proc/self/fd with raw getdents64 (no malloc), and without /proc to a loop. */
+static bool close_above(int low, int maxfd) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned)low + 1, ~0U, 0) == 0) return true;
+#endif
+  int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) {
+    for (int fd = low + 1; fd < maxfd; fd++) close(fd);
+    return true;
+  }
+  char buf[2048] __attribute__((aligned(8)));
+  long n;
+  while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+    for (long off = 0; off < n;) {
+      struct dirent64_raw *d = (struct dirent64_raw *)(buf + off);
+      off += d->d_reclen;
+      int fd = 0;
+      const char *c = d->d_name;
+      if (*c < '0' || *c > '9') continue;
+      for (; *c >= '0' && *c <= '9'; c++) fd = fd * 10 + (*c - '0');
+      if (fd > low && fd != dir) close(fd);
+    }
+  }
+  close(dir);
+  return n == 0;
+}
+
+static void __attribute__((noreturn)) child(const struct spawn_req *r, int errfd) {
+  /* Dispositions first (all signals are still blocked from the parent), so no Node handler
+   * can run here, and ignored signals such as Node's SIGPIPE are not inherited across exec. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &sa, NULL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+
+  if (r->setsid && setsid() < 0) child_fail(errfd, STEP_SETSID, errno);
+  /* The fd map is not installed yet: the child fd's source is the same open file. */
+  if (r->ctty >= 0 && ioctl(r->fds[r->ctty], TIOCSCTTY, 0) < 0)
+    child_fail(errfd, STEP_TIOCSCTTY, errno);
+  if (r->umask >= 0) umask((mode_t)r->umask);
+  if (r->cwd && chdir(r->cwd) < 0) child_fail(errfd, STEP_CHDIR, errno);
+  if (r->has_groups && setgroups(r->ngroups, r->groups) < 0)
+    child_fail(errfd, STEP_SETGROUPS, errno);
+  if (r->gid >= 0 && setgid((gid_t)r->gid) < 0) child_fail(errfd, STEP_SETGID, errno);
+  if (r->uid >= 0 && setuid((uid_t)r->uid) < 0) child_fail(errfd, STEP_SETUID, errno);
+
+  /* Move every source (and the error pipe) above the highest target before placing any, so a
+   * source that is also a target (e.g. a swap) is never clobbered. The error pipe then sits at
+   * exactly `base`, the one fd kept above the map, and closes itself on exec. */
+  int base = (int)r->nfds;
+  int *tmp = r->tmp;
+  for (int i = 0; i < base; i++) {
+    if (r->fds[i] >= 0 && (tmp[i] = fcntl(r->fds[i], F_DUPFD_CLOEXEC, base + 1)) < 0)
+      child_fail(errfd, STEP_DUPFD, errno);
+  }
+  int e = fcntl(errfd, F_DUPFD_CLOEXEC, base + 1);
+  if (e < 0) child_fail(errfd, STEP_DUPFD, errno);
+  if (dup3(e, base, O_CLOEXEC) < 0) child_fail(e, STEP_DUP2, errno);
+  errfd = base;
+  for (int i = 0; i < base; i++) {
+    if (r->fds[i] < 0)
+      close(i);
+    else if (dup2(tmp[i], i) < 0) /* dup2 clears FD_CLOEXEC on the placed fd */
+      child_fail(errfd, STEP_DUP2, errno);
+  }
+  if (!close_above(base, r->maxfd)) child_fail(errfd, STEP_CLOSE, errno);
+
+  /* execvp's rules, minus its /bin/sh fallback: ENOEXEC is reported, not reinterpreted. */
+  bool eacces = false;
+  for (char *const *p = r->paths; *p; p++) {
+    execve(*p, r->argv, r->envp);
+    int err = errno;
+    if (err == EACCES)
+      eacces = true;
+    else if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV && err != ETIMEDOUT)
+      child_fail(errfd, STEP_EXECVE, err);
+  }
+  child_fail(errfd, STEP_EXECVE, eacces ? EACCES : ENOENT);
+}
+
+/* ---- Parent side ---- */
+
+static napi_value js_spawn(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value opts, result = NULL;
+  struct spawn_req r;
+  memset(&r, 0, sizeof r);
+  napi_get_cb_info(env, info, &argc, &opts, NULL, NULL);
+  if (argc < 1) {
+    type_error(env, "options", "an object");
+    return NULL;
+  }
+  if (!parse_spawn(env, opts, &r)) goto out;
+
+  int errpipe[2];
+  if (pipe2(errpipe, O_CLOEXEC) < 0) {
+    throw_errno(env, "pipe2", errno);
+    goto out;
+  }
+  /* Blocked across fork so no signal handler of Node runs in the child before reset. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = fork();
+  if (pid == 0) child(&r, errpipe[1]);
+  int fork_err = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(errpipe[1]);
+  if (pid < 0) {
+    close(errpipe[0]);
+    throw_errno(env, "fork", fork_err);
+    goto out;
+  }
+
+  /* EOF means execve succeeded (the pipe was CLOEXEC); a message means the child failed. */
+  int msg[2];
+  ssize_t got;
+  do got = read(errpipe[0], msg, sizeof msg);
+  while (got < 0 && errno == EINTR);
+  close(errpipe[0]);
+  if (got == (ssize_t)sizeof msg) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    throw_errno(env, step_names[msg[1]], msg[0]);
+    goto out;
+  }
+  napi_create_int32(env, pid, &result);
+out:
+  free_req(&r);
+  return result;
+}
+
+static bool arg_ints(napi_env env, napi_callback_info info, size_t want, int64_t *out,
+                     const char *const *names, const int64_t *min, const int64_t *max) {
+  napi_value argv[3];
+  size_t argc = 3;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  for (size_t i = 0; i < want; i++) {
+    if (i >= argc) return type_error(env, names[i], "a number");
+    if (!get_int(env, argv[i], names[i], min[i], max[i], &out[i])) return false;
+  }
+  return true;
+}
+
+static napi_value set_int(napi_env env, napi_value obj, const char *key, int64_t v) {
+  napi_value n;
+  napi_create_int64(env, v, &n);
+  napi_set_named_property(env, obj, key, n);
+  return obj;
+}
+
+static napi_value js_waitpid(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"pid"};
+  static const int64_t min[] = {1}, max[] = {INT_MAX};
+  int64_t pid;
+  if (!arg_ints(env, info, 1, &pid, names, min, max)) return NULL;
+  int st;
+  pid_t got;
+  /* Exactly this pid: libuv reaps its own children and a waitpid(-1) would steal them. */
+  do got = waitpid((pid_t)pid, &st, WNOHANG | __WALL);
+  while (got < 0 && errno == EINTR);
+  if (got < 0) return throw_errno(env, "waitpid", errno);
+  napi_value res, nul, core;
+  if (got == 0) {
+    napi_get_null(env, &res);
+    return res;
+  }
+  if (!WIFEXITED(st) && !WIFSIGNALED(st)) {
+    /* Only a ptrace stop can get here; tracing support will report those explicitly. */
+    napi_throw_error(env, "ERR_UNEXPECTED_STATUS", "waitpid: child stopped, not exited");
+    return NULL;
+  }
+  napi_create_object(env, &res);
+  napi_get_null(env, &nul);
+  set_int(env, res, "pid", got);
+  if (WIFEXITED(st)) {
+    set_int(env, res, "code", WEXITSTATUS(st));
+    napi_set_named_property(env, res, "signal", nul);
+    napi_get_boolean(env, false, &core);
+  } else {
+    napi_set_named_property(env, res, "code", nul);
+    set_int(env, res, "signal", WTERMSIG(st));
+    napi_get_boolean(env, WCOREDUMP(st), &core);
+  }
+  napi_set_named_property(env, res, "core", core);
+  return res;
+}
+
+static napi_value js_pipe(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return throw_errno(env, "pipe2", errno);
+  napi_value res, v;
+  napi_create_array_with_length(env, 2, &res);
+  for (uint32_t i = 0; i < 2; i++) {
+    napi_create_int32(env, fds[i], &v);
+    napi_set_element(env, res, i, v);
+  }
+  return res;
+}
+
+static napi_value js_openpty(napi_env env, napi_callback_info info) {
+  (void)info;
+  char name[128];
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) return throw_errno(env, "posix_openpt", errno);
+  const char *failed = NULL;
+  int slave = -1;
+  if (grantpt(master) < 0)
+    failed = "grantpt";
+  else if (unlockpt(master) < 0)
+    failed = "unlockpt";
+  else if ((errno = ptsname_r(master, name, sizeof name)) != 0)
+    failed = "ptsname_r";
+  else if ((slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
+    failed = "open";
+  if (failed) {
+    int err = errno;
+    close(master);
+    return throw_errno(env, failed, err);
+  }
+  napi_value res, v;
+  napi_create_object(env, &res);
+  set_int(env, res, "master", master);
+  set_int(env, res, "slave", slave);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, res, "name", v);
+  return res;
+}
+
+static napi_value js_set_winsize(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"fd", "rows", "cols"};
+  static const int64_t min[] = {0, 0, 0}, max[] = {INT_MAX, USHRT_MAX, USHRT_MAX};
+  int64_t a[3];
+  if (!arg_ints(env, info, 3, a, names, min, max)) return NULL;
+  struct winsize ws = {.ws_row = (unsigned short)a[1], .ws_col = (unsigned short)a[2]};
+  if (ioctl((int)a[0], TIOCSWINSZ, &ws) < 0) return throw_errno(env, "ioctl(TIOCSWINSZ)", errno);
+  return NULL;
+}
+
+static napi_value js_get_winsize(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"fd"};
+  static const int64_t min[] = {0}, max[] = {INT_MAX};
+  int64_t fd;
+  if (!arg_ints(env, info, 1, &fd, names, min, max)) return NULL;
+  struct winsize ws;
+  if (ioctl((int)fd, TIOCGWINSZ, &ws) < 0) return throw_errno(env, "ioctl(TIOCGWINSZ)", errno);
+  napi_value res;
+  napi_create_object(env, &res);
+  set_int(env, res, "rows", ws.ws_row);
+  return set_int(env, res, "cols", ws.ws_col);
+}
+
+static napi_value js_set_nonblock(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  int64_t fd;
+  bool on;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    type_error(env, "setNonblock(fd, on)", "called with two arguments");
+    return NULL;
+  }
+  if (!get_int(env, argv[0], "fd", 0, INT_MAX, &fd)) return NULL;
+  if (napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    type_error(env, "on", "a boolean");
+    return NULL;
+  }
+  int fl = fcntl((int)fd, F_GETFL);
+  if (fl < 0) return throw_errno(env, "fcntl(F_GETFL)", errno);
+  int want = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+  if (want != fl && fcntl((int)fd, F_SETFL, want) < 0)
+    return throw_errno(env, "fcntl(F_SETFL)", errno);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"spawn", NULL, js_spawn, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitpid", NULL, js_waitpid, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pipe", NULL, js_pipe, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openpty", NULL, js_openpty, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setWinsize", NULL, js_set_winsize, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"getWinsize", NULL, js_get_winsize, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setNonblock", NULL, js_set_nonblock, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof *props, props);
+  return exports;
+}

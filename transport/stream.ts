@@ -1,0 +1,103 @@
+// One bidirectional stream of a Connection, as a Node Duplex. The stream
+// keeps its own flow-control counters; the Connection does the I/O.
+import { Duplex } from 'node:stream';
+import type { Connection } from './connection.ts';
+import { ErrorCode, TransportError } from './errors.ts';
+
+export interface PendingWrite {
+  data: Buffer;
+  done: (err?: Error | null) => void;
+}
+
+export class Stream extends Duplex {
+  readonly id: number;
+  /** @internal */ readonly conn: Connection;
+
+  // Send side: the peer's credit and what we have sent against it.
+  /** @internal */ sendOffset = 0;
+  /** @internal */ sendMax: number;
+  /** @internal */ pending: PendingWrite | null = null;
+  /** @internal */ finPending: ((err?: Error | null) => void) | null = null;
+  /** @internal */ finSent = false;
+  /** @internal */ resetSent = false;
+  /** @internal */ resetReceived = false;
+
+  // Receive side: the credit we granted and how much the reader has taken.
+  /** @internal */ recvOffset = 0;
+  /** @internal */ recvMax: number;
+  /** @internal */ pushed = 0;
+  /** @internal */ consumedReported = 0;
+  /** @internal */ finReceived = false;
+  // Received data waits here until the reader asks (pull model): Node calls
+  // _read only after a push, so credit is granted from _read alone.
+  private inbox: (Buffer | null)[] = [];
+  private wantRead = false;
+  /** @internal */ readonly window: number;
+
+  constructor(conn: Connection, id: number, sendMax: number, window: number) {
+    // The reader's buffer stays under a quarter of the window, so when _read
+    // finds nothing left to push the unread part is small and credit is due.
+    const hwm = Math.min(64 * 1024, Math.floor(window / 4));
+    super({ allowHalfOpen: true, readableHighWaterMark: hwm, writableHighWaterMark: 64 * 1024 });
+    this.conn = conn;
+    this.id = id;
+    this.sendMax = sendMax;
+    this.window = window;
+    this.recvMax = window;
+  }
+
+  /** True if this side opened the stream. */
+  get local(): boolean {
+    return this.conn.isLocalId(this.id);
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.pending = { data: chunk, done: cb };
+    this.conn._schedule(this);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.finPending = cb;
+    this.conn._schedule(this);
+  }
+
+  override _read(): void {
+    this.wantRead = true;
+    this.drainInbox();
+    this.conn._consumed(this);
+  }
+
+  /** @internal Data (or null for FIN) that arrived from the peer. */
+  deliver(data: Buffer | null): void {
+    this.inbox.push(data);
+    if (this.wantRead) this.drainInbox();
+  }
+
+  private drainInbox(): void {
+    while (this.wantRead && this.inbox.length > 0) {
+      const d = this.inbox.shift()!;
+      if (d === null) {
+        this.wantRead = false;
+        this.push(null);
+        return;
+      }
+      this.pushed += d.length;
+      this.wantRead = this.push(d);
+    }
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.conn._streamDestroyed(this, err);
+    cb(err);
+  }
+
+  /** Aborts the stream in both directions with an application error code. */
+  reset(code: number = ErrorCode.CANCELLED, reason = 'reset'): void {
+    this.destroy(new TransportError(code, reason));
+  }
+
+  /** Bytes the reader has taken out of the stream so far. */
+  /** @internal */ get consumed(): number {
+    return this.pushed - this.readableLength;
+  }
+}
