@@ -47,6 +47,7 @@ interface Addon {
   spawn(opts: SpawnOptions): number;
   waitpid(pid: number): ExitStatus | null;
   pipe(): [number, number];
+  socketpair(): [number, number];
   openpty(): Pty;
   setWinsize(fd: number, rows: number, cols: number): void;
   getWinsize(fd: number): Winsize;
@@ -77,6 +78,7 @@ export const spawn: (opts: SpawnOptions) => number = addon.spawn;
 export const waitpid: (pid: number) => ExitStatus | null = addon.waitpid;
 /** [readFd, writeFd], both close-on-exec. */
 export const pipe: () => [number, number] = addon.pipe;
+export const socketpair: () => [number, number] = addon.socketpair;
 /** Master and slave, both close-on-exec and not the daemon's controlling terminal. */
 export const openpty: () => Pty = addon.openpty;
 export const setWinsize: (fd: number, rows: number, cols: number) => void = addon.setWinsize;

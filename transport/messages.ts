@@ -129,3 +129,63 @@ export class MessageReader {
     }
   }
 }
+
+/**
+ * Reads exactly one message off a stream and leaves the bytes after it in
+ * the stream, for streams that carry a header and then raw data.
+ */
+export function readHeader(stream: Duplex): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let buf: Buffer = Buffer.alloc(0);
+    const done = (err: Error | null, value?: unknown, rest?: Buffer) => {
+      stream.off('readable', onReadable);
+      stream.off('end', onEnd);
+      stream.off('error', onError);
+      if (err) return reject(err);
+      if (rest && rest.length > 0) stream.unshift(rest);
+      resolve(value);
+    };
+    const onEnd = () =>
+      done(new TransportError(ErrorCode.MESSAGE_ERROR, 'stream ended before its header'));
+    const onError = (e: Error) => done(e);
+    const onReadable = () => {
+      for (
+        let chunk = stream.read() as Buffer | null;
+        chunk !== null;
+        chunk = stream.read() as Buffer | null
+      ) {
+        buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+        let h: ReturnType<typeof readVarint>;
+        try {
+          h = readVarint(buf, 0);
+        } catch {
+          return done(new TransportError(ErrorCode.MESSAGE_ERROR, 'header length beyond 2^53-1'));
+        }
+        if (!h) continue;
+        if (h.value > MAX_MESSAGE) {
+          return done(
+            new TransportError(
+              ErrorCode.MESSAGE_ERROR,
+              `header of ${h.value} bytes exceeds ${MAX_MESSAGE}`,
+            ),
+          );
+        }
+        if (buf.length < h.length + h.value) continue;
+        try {
+          const value = decode(buf.subarray(h.length, h.length + h.value));
+          return done(null, value, buf.subarray(h.length + h.value));
+        } catch (e) {
+          return done(
+            new TransportError(
+              ErrorCode.MESSAGE_ERROR,
+              `bad MessagePack header: ${(e as Error).message}`,
+            ),
+          );
+        }
+      }
+    };
+    stream.on('readable', onReadable);
+    stream.on('end', onEnd);
+    stream.on('error', onError);
+  });
+}

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -536,10 +537,7 @@ static napi_value js_waitpid(napi_env env, napi_callback_info info) {
   return res;
 }
 
-static napi_value js_pipe(napi_env env, napi_callback_info info) {
-  (void)info;
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) < 0) return throw_errno(env, "pipe2", errno);
+static napi_value fd_pair(napi_env env, const int fds[2]) {
   napi_value res, v;
   napi_create_array_with_length(env, 2, &res);
   for (uint32_t i = 0; i < 2; i++) {
@@ -547,6 +545,23 @@ static napi_value js_pipe(napi_env env, napi_callback_info info) {
     napi_set_element(env, res, i, v);
   }
   return res;
+}
+
+static napi_value js_pipe(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return throw_errno(env, "pipe2", errno);
+  return fd_pair(env, fds);
+}
+
+/* A program fd that is both read and written (a relayed socket or `<>`) needs one fd
+ * carrying both directions, which a pipe cannot be. */
+static napi_value js_socketpair(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+    return throw_errno(env, "socketpair", errno);
+  return fd_pair(env, fds);
 }
 
 static napi_value js_openpty(napi_env env, napi_callback_info info) {
@@ -629,6 +644,7 @@ NAPI_MODULE_INIT() {
       {"spawn", NULL, js_spawn, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitpid", NULL, js_waitpid, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pipe", NULL, js_pipe, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketpair", NULL, js_socketpair, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openpty", NULL, js_openpty, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setWinsize", NULL, js_set_winsize, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getWinsize", NULL, js_get_winsize, NULL, NULL, NULL, napi_enumerable, NULL},

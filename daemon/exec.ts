@@ -1,0 +1,263 @@
+// One `exec` stream: start a program with the client's argv, env, cwd, umask,
+// fds and optional pty; relay its fds over `fd` streams; forward signals;
+// report the exit only after every output stream has been delivered.
+import { closeSync } from 'node:fs';
+import net from 'node:net';
+import { constants } from 'node:os';
+import { pipeline } from 'node:stream';
+import { ErrorCode, TransportError } from '../transport/errors.ts';
+import { MessageReader, writeMessage } from '../transport/messages.ts';
+import {
+  type ExecEvent,
+  type ExecStart,
+  type FdMode,
+  parseExecControl,
+} from '../transport/protocol.ts';
+import type { Stream } from '../transport/stream.ts';
+import { watchChild } from './children.ts';
+import type { Logger } from './log.ts';
+import * as native from './native.ts';
+import { killTree } from './proctree.ts';
+
+export interface RunAs {
+  uid: number;
+  gid: number;
+  groups: number[] | null;
+}
+
+const signalNumber = (name: string) =>
+  constants.signals[`SIG${name}` as keyof typeof constants.signals];
+
+function signalName(n: number): string {
+  for (const [name, value] of Object.entries(constants.signals))
+    if (value === n) return name.slice(3);
+  return String(n);
+}
+
+/** The daemon's end of one program fd and the program's end, before spawn. */
+interface FdPlumbing {
+  fd: number;
+  mode: FdMode;
+  ours: number;
+  theirs: number;
+}
+
+export class ExecSession {
+  readonly id: number;
+  private readonly control: Stream;
+  private readonly start: ExecStart;
+  private readonly log: Logger;
+  private readonly runAs: RunAs;
+  private readonly fdStreams = new Map<number, Stream>();
+  private pid = 0;
+  private exited = false;
+  private outputsLeft = 0;
+  private exitEvent: ExecEvent | null = null;
+  private finished = false;
+  private readonly inputs: net.Socket[] = [];
+  private readonly startTimer: NodeJS.Timeout;
+
+  constructor(control: Stream, start: ExecStart, runAs: RunAs, log: Logger) {
+    this.id = control.id;
+    this.control = control;
+    this.start = start;
+    this.runAs = runAs;
+    this.log = log.child({ exec: control.id });
+    // The client opens one fd stream per listed fd right after this one.
+    this.startTimer = setTimeout(
+      () => this.fail('ETIMEDOUT', 'fd streams did not arrive', 255),
+      30_000,
+    );
+    control.on('close', () => this.abort());
+    this.maybeSpawn();
+  }
+
+  /** An `fd` stream for this exec arrived. */
+  attachFd(fd: number, s: Stream): void {
+    if (!this.start.fds.some((f) => f.fd === fd) || this.fdStreams.has(fd) || this.pid !== 0) {
+      s.destroy(new TransportError(ErrorCode.STREAM_STATE_ERROR, `unexpected fd stream ${fd}`));
+      return;
+    }
+    this.fdStreams.set(fd, s);
+    this.maybeSpawn();
+  }
+
+  private maybeSpawn(): void {
+    if (this.fdStreams.size < this.start.fds.length || this.finished) return;
+    clearTimeout(this.startTimer);
+    this.spawn();
+  }
+
+  private spawn(): void {
+    const { start } = this;
+    const plumbing: FdPlumbing[] = [];
+    let pty: native.Pty | null = null;
+    try {
+      if (start.tty) {
+        pty = native.openpty();
+        native.setWinsize(pty.master, start.tty.rows, start.tty.cols);
+      }
+      for (const { fd, mode } of start.fds) {
+        if (pty && fd <= 2) continue;
+        if (mode === 'rw') {
+          const [a, b] = native.socketpair();
+          plumbing.push({ fd, mode, ours: a, theirs: b });
+        } else {
+          const [r, w] = native.pipe();
+          plumbing.push(
+            mode === 'r' ? { fd, mode, ours: w, theirs: r } : { fd, mode, ours: r, theirs: w },
+          );
+        }
+      }
+    } catch (e) {
+      for (const p of plumbing) closeFds(p.ours, p.theirs);
+      if (pty) closeFds(pty.master, pty.slave);
+      return this.fail((e as NodeJS.ErrnoException).code ?? 'EIO', (e as Error).message, 255);
+    }
+
+    const maxFd = Math.max(2, ...start.fds.map((f) => f.fd));
+    const fds = new Array<number>(maxFd + 1).fill(-1);
+    if (pty) fds[0] = fds[1] = fds[2] = pty.slave;
+    for (const p of plumbing) fds[p.fd] = p.theirs;
+
+    try {
+      this.pid = native.spawn({
+        file: start.file,
+        argv: start.argv,
+        env: start.env,
+        cwd: start.cwd || null,
+        umask: start.umask,
+        fds,
+        setsid: true,
+        ctty: pty ? 0 : -1,
+        uid: this.runAs.uid,
+        gid: this.runAs.gid,
+        groups: this.runAs.groups,
+      });
+    } catch (e) {
+      for (const p of plumbing) closeFds(p.ours, p.theirs);
+      if (pty) closeFds(pty.master, pty.slave);
+      const err = e as NodeJS.ErrnoException;
+      // Like env(1) and the shell: 127 when the program is not found, 126 when it can't run.
+      const execStep = err.syscall === 'execve';
+      const exitCode = execStep ? (err.code === 'ENOENT' ? 127 : 126) : 255;
+      const what = execStep
+        ? start.file
+        : `${err.syscall ?? 'spawn'} ${err.syscall === 'chdir' ? start.cwd : ''}`.trim();
+      return this.fail(err.code ?? 'EIO', `${what}: ${describe(err)}`, exitCode);
+    }
+    for (const p of plumbing) closeSync(p.theirs);
+    if (pty) closeSync(pty.slave);
+    this.log.info({ pid: this.pid, argv: start.argv, tty: !!pty }, 'started');
+    writeMessage(this.control, { type: 'started', pid: this.pid } satisfies ExecEvent);
+
+    if (pty) this.relay(0, 'rw', pty.master, true);
+    for (const p of plumbing) this.relay(p.fd, p.mode, p.ours, false);
+    watchChild(this.pid, (st) => {
+      this.exited = true;
+      this.exitEvent = {
+        type: 'exit',
+        code: st.code,
+        signal: st.signal === null ? null : signalName(st.signal),
+        core: st.core,
+      };
+      this.log.info({ pid: this.pid, code: st.code, signal: this.exitEvent.signal }, 'exited');
+      this.maybeFinish();
+    });
+    this.readControl(pty);
+  }
+
+  /** Connects one program fd to its stream, in the directions its mode says. */
+  private relay(fd: number, mode: FdMode, ours: number, isPty: boolean): void {
+    const stream = this.fdStreams.get(fd)!;
+    const sock = new net.Socket({ fd: ours, readable: mode !== 'r', writable: mode !== 'w' });
+    sock.on('error', () => {});
+    if (mode !== 'w') {
+      this.inputs.push(sock);
+      pipeline(stream, sock, () => {});
+    } else {
+      stream.resume();
+    }
+    if (mode !== 'r') {
+      this.outputsLeft++;
+      // A pty master reads EIO once the last slave fd is closed: that is its EOF.
+      pipeline(sock, stream, (err) => {
+        if (err && !(isPty && (err as NodeJS.ErrnoException).code === 'EIO')) {
+          this.log.debug({ fd, err: err.message }, 'output relay ended early');
+        }
+        if (isPty && !stream.writableEnded && !stream.destroyed) stream.end();
+        this.outputsLeft--;
+        this.maybeFinish();
+      });
+    }
+  }
+
+  private async readControl(pty: native.Pty | null): Promise<void> {
+    const reader = new MessageReader(this.control);
+    try {
+      for await (const m of reader) {
+        const c = parseExecControl(m);
+        if (c.type === 'signal') this.signal(c.signal);
+        else if (pty && !this.exited) native.setWinsize(pty.master, c.rows, c.cols);
+      }
+    } catch (e) {
+      if (!this.finished) this.log.debug({ err: (e as Error).message }, 'control stream ended');
+    }
+  }
+
+  private signal(name: string): void {
+    if (this.exited) return;
+    try {
+      process.kill(-this.pid, signalNumber(name));
+    } catch {
+      // The group is gone; the exit is on its way.
+    }
+  }
+
+  private maybeFinish(): void {
+    if (!this.exited || this.outputsLeft > 0 || this.finished) return;
+    this.finished = true;
+    for (const s of this.inputs) s.destroy();
+    if (!this.control.destroyed) {
+      writeMessage(this.control, this.exitEvent);
+      this.control.end();
+    }
+  }
+
+  private fail(code: string, message: string, exitCode: number): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.startTimer);
+    this.log.info({ code, message }, 'exec failed');
+    for (const s of this.fdStreams.values()) s.destroy();
+    if (!this.control.destroyed) {
+      writeMessage(this.control, { type: 'error', code, message, exitCode } satisfies ExecEvent);
+      this.control.end();
+    }
+  }
+
+  /** The client went away: nothing of the run may survive it. */
+  abort(): void {
+    clearTimeout(this.startTimer);
+    if (this.pid !== 0 && !this.exited) {
+      this.log.info({ pid: this.pid }, 'connection gone: killing the run');
+      killTree(this.pid);
+    }
+    this.finished = true;
+  }
+}
+
+function closeFds(...fds: number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+function describe(err: NodeJS.ErrnoException): string {
+  const m = /\((.*)\)\s*$/.exec(err.message);
+  return m ? m[1]! : (err.code ?? err.message);
+}

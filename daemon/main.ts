@@ -1,0 +1,197 @@
+#!/usr/bin/env node
+// tetherd: the device daemon. Listens for mutually authenticated TLS
+// connections (or serves one connection on stdio) and runs programs for them.
+import { hostname } from 'node:os';
+import { Duplex } from 'node:stream';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import pkg from '../package.json' with { type: 'json' };
+import { ErrorCode } from '../transport/errors.ts';
+import { encodeFrame, FrameType } from '../transport/frames.ts';
+import { loadOrCreateIdentity } from '../transport/identity.ts';
+import { createTlsServer, peerFingerprint } from '../transport/tls.ts';
+import type { RunAs } from './exec.ts';
+import { createLogger, type Logger } from './log.ts';
+import { openPairing, pairingOpen } from './pairing.ts';
+import { serveConnection } from './server.ts';
+import { defaultStateDir, State } from './state.ts';
+import { lookupUser } from './users.ts';
+
+export const DEFAULT_PORT = 1202;
+
+function parseListen(v: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(v);
+  const port = Number(m?.[3] ?? DEFAULT_PORT);
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new InvalidArgumentError('expected HOST[:PORT]');
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+function parseSeconds(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new InvalidArgumentError('expected a positive number of seconds');
+  return n;
+}
+
+interface DaemonOptions {
+  listen: { host: string; port: number };
+  stdio?: boolean;
+  state: string;
+  user?: string;
+  pair?: boolean;
+  idleTimeout: number;
+  logLevel: string;
+  logFormat: 'json' | 'pretty';
+}
+
+function resolveRunAs(user: string | undefined): RunAs {
+  const isRoot = process.getuid?.() === 0;
+  if (user === undefined) {
+    if (isRoot)
+      throw new Error(
+        'tetherd runs as root: name the user programs run as with --user NAME (--user root to allow root)',
+      );
+    return { uid: -1, gid: -1, groups: null };
+  }
+  const u = lookupUser(user);
+  if (!isRoot) {
+    if (u.uid !== process.getuid?.())
+      throw new Error(`--user ${user}: only root can run programs as another user`);
+    return { uid: -1, gid: -1, groups: null };
+  }
+  return { uid: u.uid, gid: u.gid, groups: u.groups };
+}
+
+async function serve(o: DaemonOptions, log: Logger): Promise<void> {
+  const state = new State(o.state);
+  const runAs = resolveRunAs(o.user);
+  const id = await loadOrCreateIdentity(state.dir, `tetherd@${hostname()}`);
+  const base = {
+    state,
+    runAs,
+    log,
+    deviceFingerprint: id.fingerprint,
+    deviceName: hostname(),
+    idleTimeoutMs: o.idleTimeout * 1000,
+  };
+
+  if (o.stdio) {
+    // The channel (ssh, a local pipe) has authenticated the peer already.
+    const socket = Duplex.from({ readable: process.stdin, writable: process.stdout });
+    const conn = serveConnection(socket, { kind: 'authorized', fingerprint: null }, base);
+    conn.on('close', () => process.exit(0));
+    return;
+  }
+
+  if (o.pair) {
+    const code = openPairing(state);
+    process.stderr.write(`tetherd: pairing code ${code} (valid 10 minutes, one use)\n`);
+  }
+  const server = createTlsServer(id);
+  server.on('secureConnection', (socket) => {
+    const fp = peerFingerprint(socket);
+    const addr = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (!fp) {
+      log.warn({ addr }, 'client sent no certificate');
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    if (state.isAuthorized(fp)) {
+      log.info({ addr, client: fp }, 'client connected');
+      serveConnection(socket, { kind: 'authorized', fingerprint: fp }, base);
+    } else if (pairingOpen(state)) {
+      log.info({ addr, client: fp }, 'unknown client: pairing only');
+      serveConnection(socket, { kind: 'pairing', fingerprint: fp }, base);
+    } else {
+      log.warn({ addr, client: fp }, 'refused unknown client');
+      // CLOSE instead of HELLO: nothing of the protocol is offered to a stranger.
+      const reason = `client key ${fp} is not authorized on this device; pair it with \`tether pair\``;
+      socket.end(encodeFrame({ type: FrameType.CLOSE, code: ErrorCode.UNAUTHORIZED, reason }));
+    }
+  });
+  server.on('tlsClientError', (err, socket) => {
+    log.warn({ addr: socket.remoteAddress, err: err.message }, 'TLS handshake failed');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.listen.port, o.listen.host, () => resolve());
+  });
+  const addr = server.address();
+  log.info({ addr, fingerprint: id.fingerprint, version: pkg.version }, 'listening');
+  // Tests and scripts wait for this line to know the port (with --listen HOST:0).
+  if (typeof addr === 'object' && addr)
+    process.stderr.write(`tetherd: listening on ${addr.address}:${addr.port}\n`);
+  const stop = () => {
+    log.info('shutting down');
+    server.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+const program = new Command('tetherd')
+  .description('tether device daemon: runs programs for paired tether clients')
+  .version(`tetherd ${pkg.version} (node ${process.version}, ${process.arch})`, '-V, --version')
+  .addOption(
+    new Option('-l, --listen <host:port>', 'address to listen on')
+      .default(parseListen(`0.0.0.0:${DEFAULT_PORT}`), `0.0.0.0:${DEFAULT_PORT}`)
+      .argParser(parseListen),
+  )
+  .option(
+    '--stdio',
+    'serve one connection on stdin/stdout (authenticated by the channel, e.g. ssh)',
+  )
+  .option('--state <dir>', 'state directory (keys, paired clients)', defaultStateDir())
+  .option('-u, --user <name>', 'user that programs run as (required when tetherd runs as root)')
+  .option('--pair', 'open pairing at start and print a one-time code')
+  .addOption(
+    new Option('--idle-timeout <seconds>', 'close a connection silent this long')
+      .default(60)
+      .argParser(parseSeconds),
+  )
+  .addOption(
+    new Option('--log-level <level>', 'log level')
+      .choices(['trace', 'debug', 'info', 'warn', 'error', 'silent'])
+      .default('info'),
+  )
+  .addOption(
+    new Option('--log-format <format>', 'log format')
+      .choices(['json', 'pretty'])
+      .default(process.stderr.isTTY ? 'pretty' : 'json'),
+  )
+  .action(async (o: DaemonOptions) => {
+    const log = createLogger(o.logLevel, o.logFormat);
+    try {
+      await serve(o, log);
+    } catch (e) {
+      process.stderr.write(`tetherd: ${(e as Error).message}\n`);
+      process.exit(1);
+    }
+  });
+
+program
+  .command('pair')
+  .description('open pairing for the running daemon and print the one-time code')
+  .option('--state <dir>', 'state directory', defaultStateDir())
+  .action((o: { state: string }) => {
+    const code = openPairing(new State(o.state));
+    process.stdout.write(
+      `pairing code: ${code}\nvalid for 10 minutes, one use; on the host run: tether pair NAME ADDRESS\n`,
+    );
+  });
+
+program
+  .command('fingerprint')
+  .description("print the device's key fingerprint (created on first use)")
+  .option('--state <dir>', 'state directory', defaultStateDir())
+  .action(async (o: { state: string }) => {
+    const id = await loadOrCreateIdentity(new State(o.state).dir, `tetherd@${hostname()}`);
+    process.stdout.write(`${id.fingerprint}\n`);
+  });
+
+program.parseAsync().catch((e: Error) => {
+  process.stderr.write(`tetherd: ${e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,116 @@
+// Serves one connection: authenticates it (or lets it pair), then routes
+// the streams the client opens to exec sessions.
+import type { Duplex } from 'node:stream';
+import { Connection } from '../transport/connection.ts';
+import { ErrorCode, TransportError } from '../transport/errors.ts';
+import { encodeMessage, readHeader } from '../transport/messages.ts';
+import { Caps, type PairReply, parseHeader } from '../transport/protocol.ts';
+import type { Stream } from '../transport/stream.ts';
+import { ExecSession, type RunAs } from './exec.ts';
+import type { Logger } from './log.ts';
+import { checkPairing } from './pairing.ts';
+import type { State } from './state.ts';
+
+export interface ServeOptions {
+  state: State;
+  runAs: RunAs;
+  log: Logger;
+  deviceFingerprint: string;
+  deviceName: string;
+  idleTimeoutMs?: number;
+}
+
+/** Who is on the other end, as established before any stream is read. */
+export type Peer =
+  | { kind: 'authorized'; fingerprint: string | null }
+  | { kind: 'pairing'; fingerprint: string };
+
+export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions): Connection {
+  const caps = peer.kind === 'authorized' ? [Caps.EXEC] : [Caps.PAIR];
+  const conn = new Connection(socket, { role: 'server', caps, idleTimeoutMs: opts.idleTimeoutMs });
+  const log = opts.log.child({ peer: peer.fingerprint ?? 'stdio' });
+  const sessions = new Map<number, ExecSession>();
+  const waitingFds = new Map<number, { fd: number; stream: Stream }[]>();
+
+  conn.on('close', (err) => {
+    for (const s of sessions.values()) s.abort();
+    sessions.clear();
+    if (err && err.code !== ErrorCode.NO_ERROR) log.info({ err: err.message }, 'connection closed');
+    else log.debug('connection closed');
+  });
+
+  conn.on('stream', async (stream) => {
+    let header: ReturnType<typeof parseHeader>;
+    try {
+      header = parseHeader(await readHeader(stream));
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'bad stream header');
+      stream.destroy(
+        e instanceof TransportError ? e : new TransportError(ErrorCode.MESSAGE_ERROR, String(e)),
+      );
+      return;
+    }
+    if (peer.kind === 'pairing') {
+      if (header.kind !== 'pair') {
+        stream.destroy(new TransportError(ErrorCode.UNAUTHORIZED, 'not authorized'));
+        conn.close(ErrorCode.UNAUTHORIZED, 'client key is not authorized on this device');
+        return;
+      }
+      const r = checkPairing(opts.state, header.proof, peer.fingerprint, opts.deviceFingerprint);
+      let reply: PairReply;
+      if (r.ok) {
+        opts.state.authorize(peer.fingerprint, header.name);
+        log.info({ client: header.name }, 'paired');
+        reply = { ok: true, name: opts.deviceName, proof: r.proof };
+      } else {
+        log.warn({ client: header.name, err: r.error }, 'pairing refused');
+        reply = { ok: false, error: r.error };
+      }
+      stream.end(encodeMessage(reply));
+      stream.resume();
+      return;
+    }
+    switch (header.kind) {
+      case 'exec': {
+        const session = new ExecSession(stream, header, opts.runAs, log);
+        sessions.set(stream.id, session);
+        stream.on('close', () => sessions.delete(stream.id));
+        for (const w of waitingFds.get(stream.id) ?? []) session.attachFd(w.fd, w.stream);
+        waitingFds.delete(stream.id);
+        return;
+      }
+      case 'fd': {
+        const session = sessions.get(header.exec);
+        if (session) session.attachFd(header.fd, stream);
+        else if (header.exec < stream.id && conn.isLocalId(header.exec) === false) {
+          // The exec header may still be in flight through its own reader.
+          const list = waitingFds.get(header.exec) ?? [];
+          list.push({ fd: header.fd, stream });
+          waitingFds.set(header.exec, list);
+          setTimeout(() => {
+            if (waitingFds.get(header.exec)?.some((w) => w.stream === stream)) {
+              stream.destroy(
+                new TransportError(ErrorCode.STREAM_STATE_ERROR, `no exec stream ${header.exec}`),
+              );
+            }
+          }, 10_000).unref();
+        } else
+          stream.destroy(
+            new TransportError(ErrorCode.STREAM_STATE_ERROR, `no exec stream ${header.exec}`),
+          );
+        return;
+      }
+      case 'pair':
+        // Already paired: nothing to do, but say so.
+        stream.end(
+          encodeMessage({
+            ok: false,
+            error: 'this client is already paired with the device',
+          } satisfies PairReply),
+        );
+        stream.resume();
+        return;
+    }
+  });
+  return conn;
+}

@@ -1,0 +1,46 @@
+// The daemon's state directory: identity, authorized client keys, pairing.
+import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+export function defaultStateDir(): string {
+  if (process.getuid?.() === 0) return '/var/lib/tetherd';
+  const base = process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  return join(base, 'tetherd');
+}
+
+export class State {
+  readonly dir: string;
+  constructor(dir: string) {
+    this.dir = dir;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  get authorizedPath(): string {
+    return join(this.dir, 'authorized_clients');
+  }
+
+  get pairingPath(): string {
+    return join(this.dir, 'pairing.json');
+  }
+
+  /** Read on every connection, so pairing and hand edits apply at once. */
+  isAuthorized(fingerprint: string): boolean {
+    let text: string;
+    try {
+      text = readFileSync(this.authorizedPath, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    return text.split('\n').some((line) => line.trim().split(/\s+/)[0] === fingerprint);
+  }
+
+  authorize(fingerprint: string, name: string): void {
+    if (this.isAuthorized(fingerprint)) return;
+    const clean = name.replace(/[^\w@.:-]/g, '_');
+    appendFileSync(this.authorizedPath, `${fingerprint} ${clean} ${new Date().toISOString()}\n`, {
+      mode: 0o600,
+    });
+  }
+}

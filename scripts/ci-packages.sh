@@ -1,0 +1,19 @@
+#!/bin/sh
+# Debian packages the test device (test/lib/device.ts), its delay line
+# (scripts/delayline.c) and the OpenSSH baseline (test/lib/sshd.ts) need.
+# Runs as root without stdin on a fresh Debian 12; safe to run again.
+# Quiet unless it fails, then apt's output is shown.
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! {
+  apt-get update -qq &&
+    apt-get install -y -qq --no-install-recommends \
+      iproute2 iptables iputils-ping procps \
+      openssh-server openssh-client \
+      gcc libc6-dev libnetfilter-queue-dev
+} >"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi

@@ -1,0 +1,209 @@
+// The application messages that daemon/ and client/ exchange, with
+// validators for what arrives from the peer. Field meanings: docs/protocol.md.
+import { createHmac } from 'node:crypto';
+import { ErrorCode, TransportError } from './errors.ts';
+
+/** Capabilities announced in HELLO. */
+export const Caps = { EXEC: 'exec', PAIR: 'pair' } as const;
+
+/** How the program uses a forwarded fd: reads it, writes it, or both. */
+export type FdMode = 'r' | 'w' | 'rw';
+
+export interface FdSpec {
+  fd: number;
+  mode: FdMode;
+}
+
+export interface TtySpec {
+  rows: number;
+  cols: number;
+}
+
+/** First message of an `exec` stream (client → device). */
+export interface ExecStart {
+  kind: 'exec';
+  argv: string[];
+  /** Program to execute; defaults to argv[0] (searched in PATH if it has no '/'). */
+  file: string;
+  env: string[];
+  cwd: string;
+  umask: number;
+  tty: TtySpec | null;
+  fds: FdSpec[];
+}
+
+/** First message of an `fd` stream: which exec and which program fd it carries. */
+export interface FdOpen {
+  kind: 'fd';
+  exec: number;
+  fd: number;
+}
+
+/** First message of a `pair` stream. */
+export interface PairRequest {
+  kind: 'pair';
+  name: string;
+  proof: Uint8Array;
+}
+
+export type Header = ExecStart | FdOpen | PairRequest;
+
+/** Messages on an exec stream after the start. */
+export type ExecControl =
+  | { type: 'signal'; signal: string }
+  | { type: 'resize'; rows: number; cols: number };
+
+export type ExecEvent =
+  | { type: 'started'; pid: number }
+  | { type: 'exit'; code: number | null; signal: string | null; core: boolean }
+  | { type: 'error'; code: string; message: string; exitCode: number };
+
+export type PairReply =
+  | { ok: true; name: string; proof: Uint8Array }
+  | { ok: false; error: string };
+
+/** Signals a client may forward; the names travel, not the numbers, which differ by ABI. */
+export const FORWARDED_SIGNALS = [
+  'INT',
+  'TERM',
+  'HUP',
+  'QUIT',
+  'USR1',
+  'USR2',
+  'WINCH',
+  'CONT',
+  'TSTP',
+] as const;
+
+const MAX_FD = 1 << 20;
+
+function bad(what: string): TransportError {
+  return new TransportError(ErrorCode.MESSAGE_ERROR, what);
+}
+
+function isObj(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x) && !(x instanceof Uint8Array);
+}
+
+const isStr = (x: unknown): x is string => typeof x === 'string';
+const isUint = (x: unknown, max = Number.MAX_SAFE_INTEGER): x is number =>
+  typeof x === 'number' && Number.isSafeInteger(x) && x >= 0 && x <= max;
+const noNul = (s: string) => !s.includes('\0');
+
+function strList(x: unknown, what: string): string[] {
+  if (!Array.isArray(x) || !x.every((s) => isStr(s) && noNul(s)))
+    throw bad(`${what}: expected strings without NUL`);
+  return x as string[];
+}
+
+function parseExecStart(m: Record<string, unknown>): ExecStart {
+  const argv = strList(m.argv, 'argv');
+  if (argv.length === 0) throw bad('argv is empty');
+  const env = strList(m.env, 'env');
+  if (!env.every((e) => e.indexOf('=') > 0)) throw bad('env entries must be NAME=value');
+  const file = m.file === undefined ? argv[0]! : m.file;
+  if (!isStr(file) || file === '' || !noNul(file)) throw bad('bad file');
+  if (!isStr(m.cwd) || !noNul(m.cwd)) throw bad('bad cwd');
+  if (!isUint(m.umask, 0o777)) throw bad('bad umask');
+  let tty: TtySpec | null = null;
+  if (m.tty !== null && m.tty !== undefined) {
+    if (!isObj(m.tty) || !isUint(m.tty.rows, 0xffff) || !isUint(m.tty.cols, 0xffff))
+      throw bad('bad tty');
+    tty = { rows: m.tty.rows, cols: m.tty.cols };
+  }
+  if (!Array.isArray(m.fds)) throw bad('bad fds');
+  const seen = new Set<number>();
+  const fds: FdSpec[] = m.fds.map((f: unknown) => {
+    if (!isObj(f) || !isUint(f.fd, MAX_FD) || (f.mode !== 'r' && f.mode !== 'w' && f.mode !== 'rw'))
+      throw bad('bad fd entry');
+    if (seen.has(f.fd)) throw bad(`fd ${f.fd} listed twice`);
+    seen.add(f.fd);
+    return { fd: f.fd, mode: f.mode };
+  });
+  return { kind: 'exec', argv, file, env, cwd: m.cwd, umask: m.umask, tty, fds };
+}
+
+/** Validates the first message of a stream opened by the peer. */
+export function parseHeader(x: unknown): Header {
+  if (!isObj(x)) throw bad('stream header is not a map');
+  switch (x.kind) {
+    case 'exec':
+      return parseExecStart(x);
+    case 'fd':
+      if (!isUint(x.exec) || !isUint(x.fd, MAX_FD)) throw bad('bad fd header');
+      return { kind: 'fd', exec: x.exec, fd: x.fd };
+    case 'pair':
+      if (!isStr(x.name) || x.name.length > 256 || !(x.proof instanceof Uint8Array))
+        throw bad('bad pair request');
+      return { kind: 'pair', name: x.name, proof: x.proof };
+    default:
+      throw bad(`unknown stream kind ${JSON.stringify(x.kind)}`);
+  }
+}
+
+export function parseExecControl(x: unknown): ExecControl {
+  if (!isObj(x)) throw bad('exec control is not a map');
+  if (
+    x.type === 'signal' &&
+    isStr(x.signal) &&
+    (FORWARDED_SIGNALS as readonly string[]).includes(x.signal)
+  ) {
+    return { type: 'signal', signal: x.signal };
+  }
+  if (x.type === 'resize' && isUint(x.rows, 0xffff) && isUint(x.cols, 0xffff)) {
+    return { type: 'resize', rows: x.rows, cols: x.cols };
+  }
+  throw bad(`bad exec control ${JSON.stringify(x.type)}`);
+}
+
+export function parseExecEvent(x: unknown): ExecEvent {
+  if (!isObj(x)) throw bad('exec event is not a map');
+  switch (x.type) {
+    case 'started':
+      if (isUint(x.pid)) return { type: 'started', pid: x.pid };
+      break;
+    case 'exit':
+      if (
+        (x.code === null || isUint(x.code, 255)) &&
+        (x.signal === null || isStr(x.signal)) &&
+        typeof x.core === 'boolean'
+      ) {
+        return { type: 'exit', code: x.code, signal: x.signal, core: x.core };
+      }
+      break;
+    case 'error':
+      if (isStr(x.code) && isStr(x.message) && isUint(x.exitCode, 255)) {
+        return { type: 'error', code: x.code, message: x.message, exitCode: x.exitCode };
+      }
+      break;
+  }
+  throw bad(`bad exec event ${JSON.stringify(x.type)}`);
+}
+
+export function parsePairReply(x: unknown): PairReply {
+  if (isObj(x) && x.ok === true && isStr(x.name) && x.proof instanceof Uint8Array)
+    return { ok: true, name: x.name, proof: x.proof };
+  if (isObj(x) && x.ok === false && isStr(x.error)) return { ok: false, error: x.error };
+  throw bad('bad pair reply');
+}
+
+/** Pairing codes are shown as XXXXX-XXXXX; case, spaces and dashes don't matter. */
+export function normalizePairCode(code: string): string {
+  return code.toUpperCase().replace(/[\s-]/g, '');
+}
+
+/**
+ * Each side proves it knows the one-time code, bound to both certificate
+ * fingerprints as seen on this TLS connection: a man in the middle, who
+ * sees other fingerprints, cannot relay a proof.
+ */
+export function pairProof(
+  code: string,
+  role: 'client' | 'device',
+  clientFp: string,
+  deviceFp: string,
+): Buffer {
+  return createHmac('sha256', normalizePairCode(code))
+    .update(`tether-pair-${role}\0${clientFp}\0${deviceFp}`)
+    .digest();
+}
