@@ -1,0 +1,129 @@
+#!/usr/bin/env node
+// tether: the host CLI. Runs programs on a device as if they ran here.
+import { hostname, userInfo } from 'node:os';
+import { Command, CommanderError, Option } from 'commander';
+import pkg from '../package.json' with { type: 'json' };
+import { loadConfig } from './config.ts';
+import { connect, resolveDevice } from './connect.ts';
+import { TetherError } from './errors.ts';
+import { inheritedFds } from './fds.ts';
+import { pair } from './pair.ts';
+import { mirrorSignal, run } from './run.ts';
+
+export const DEFAULT_PORT = 1202;
+
+/** Set by bin/tether before Node hides which fds were inherited. */
+const INHERITED_ENV = 'TETHER_INHERITED_FDS';
+
+function extraFds() {
+  const v = process.env[INHERITED_ENV];
+  if (v === undefined) return inheritedFds();
+  return v
+    .split(',')
+    .filter(Boolean)
+    .map((e) => {
+      const [fd, mode] = e.split(':');
+      return { fd: Number(fd), mode: mode as 'r' | 'w' | 'rw' };
+    });
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+interface RunFlags {
+  device?: string;
+  tty?: boolean;
+  env: string[];
+  unset: string[];
+  cleanEnv?: boolean;
+  cwd?: string;
+  verbose?: boolean;
+}
+
+function buildEnv(flags: RunFlags, deviceEnv: string[]): string[] {
+  const env = new Map<string, string>();
+  if (!flags.cleanEnv) {
+    for (const [k, v] of Object.entries(process.env))
+      if (v !== undefined && k !== INHERITED_ENV) env.set(k, v);
+  }
+  for (const a of [...deviceEnv, ...flags.env]) {
+    const i = a.indexOf('=');
+    if (i <= 0) throw new TetherError(`bad --env ${JSON.stringify(a)}: expected NAME=VALUE`);
+    env.set(a.slice(0, i), a.slice(i + 1));
+  }
+  for (const k of flags.unset) env.delete(k);
+  return [...env].map(([k, v]) => `${k}=${v}`);
+}
+
+async function runCommand(argv: string[], flags: RunFlags): Promise<void> {
+  const cfg = loadConfig(DEFAULT_PORT);
+  const device = resolveDevice(cfg, flags.device);
+  const conn = await connect(device);
+  const umask = process.umask();
+  const outcome = await run(conn, {
+    argv,
+    env: buildEnv(flags, device.setenv),
+    cwd: flags.cwd ?? process.cwd(),
+    umask,
+    tty: !!flags.tty,
+    extraFds: extraFds(),
+    verbose: !!flags.verbose,
+    deviceName: device.name,
+  });
+  conn.close();
+  if ('code' in outcome) process.exit(outcome.code);
+  if (flags.verbose && outcome.core)
+    process.stderr.write(`tether: ${argv[0]} dumped core on ${device.name}\n`);
+  mirrorSignal(outcome.signal);
+}
+
+const program = new Command('tether')
+  .description('run programs on an embedded Linux device as if they ran on this host')
+  .version(`tether ${pkg.version} (node ${process.version}, ${process.arch})`, '-V, --version')
+  .enablePositionalOptions()
+  .configureOutput({ outputError: (str, write) => write(`tether: ${str.replace(/^error: /, '')}`) })
+  .exitOverride();
+
+program
+  .command('run')
+  .description('run PROGRAM on the device with this argv, environment, cwd, stdio and fds')
+  .argument('<program>', 'program to run (searched in the device PATH unless it has a /)')
+  .argument('[args...]', 'its arguments')
+  .option(
+    '-d, --device <name>',
+    'device from the config (default: $TETHER_DEVICE, the config default, or local)',
+  )
+  .option('-t, --tty', 'give the program a pseudo-terminal (default: none, isatty() is false)')
+  .addOption(
+    new Option('-e, --env <NAME=VALUE>', 'set a variable (repeatable)')
+      .default([])
+      .argParser(collect),
+  )
+  .addOption(
+    new Option('-u, --unset <NAME>', 'remove a variable (repeatable)')
+      .default([])
+      .argParser(collect),
+  )
+  .option('--clean-env', 'start from an empty environment instead of this one')
+  .option('-C, --cwd <dir>', 'working directory on the device (default: the current one)')
+  .option('-v, --verbose', 'report the device pid and a core dump')
+  .passThroughOptions()
+  .action((prog: string, args: string[], flags: RunFlags) => runCommand([prog, ...args], flags));
+
+program
+  .command('pair')
+  .description('pair with a device: check its fingerprint, send its one-time code, pin each other')
+  .argument('<name>', 'name to give the device in the config')
+  .argument('<address>', `HOST[:PORT] of tetherd (port ${DEFAULT_PORT} by default)`)
+  .option('--code <code>', 'the code tetherd printed (asked on the terminal if missing)')
+  .action((name: string, address: string, o: { code?: string }) =>
+    pair(name, address, o.code, `${userInfo().username}@${hostname()}`, DEFAULT_PORT),
+  );
+
+program.parseAsync().catch((e: Error) => {
+  if (e instanceof CommanderError) {
+    process.exit(e.exitCode === 0 ? 0 : 255);
+  }
+  const code = e instanceof TetherError ? e.exitCode : 255;
+  process.stderr.write(`tether: ${e.message}\n`);
+  process.exit(code);
+});

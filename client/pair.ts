@@ -1,0 +1,73 @@
+// `tether pair NAME ADDRESS`: shows the device fingerprint, proves the
+// one-time code bound to both keys, checks the device's proof, pins it.
+import { timingSafeEqual } from 'node:crypto';
+import { createInterface } from 'node:readline/promises';
+import { Connection } from '../transport/connection.ts';
+import { readHeader, writeMessage } from '../transport/messages.ts';
+import { Caps, pairProof, parsePairReply } from '../transport/protocol.ts';
+import { appendDevice, loadConfig, parseAddress } from './config.ts';
+import { clientIdentity, describeClose, openLink } from './connect.ts';
+import { TetherError } from './errors.ts';
+
+async function askCode(): Promise<string> {
+  if (!process.stdin.isTTY)
+    throw new TetherError('no pairing code: pass --code CODE (stdin is not a terminal)');
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return (await rl.question('pairing code shown by tetherd: ')).trim();
+  } finally {
+    rl.close();
+  }
+}
+
+export async function pair(
+  name: string,
+  address: string,
+  code: string | undefined,
+  clientName: string,
+  defaultPort: number,
+): Promise<void> {
+  const cfg = loadConfig(defaultPort);
+  if (cfg.devices.has(name))
+    throw new TetherError(
+      `device ${name} is already in ${cfg.path}; remove its block to pair again`,
+    );
+  const addr = parseAddress(address, defaultPort);
+  const id = await clientIdentity();
+  const { socket, fingerprint } = await openLink({ name, address: addr, setenv: [] }, id);
+  process.stderr.write(
+    `device ${name} (${addr.host}:${addr.port}) key fingerprint is ${fingerprint}\n`,
+  );
+  const conn = new Connection(socket, { role: 'client', caps: [Caps.PAIR] });
+  try {
+    const hello = await conn.ready().catch((e: Error) => {
+      throw new TetherError(`${name}: ${describeClose(e)}`);
+    });
+    if (hello.caps.includes(Caps.EXEC)) {
+      process.stderr.write(`this client is already authorized on ${name}\n`);
+    }
+    const theCode = code ?? (await askCode());
+    const s = conn.openStream();
+    writeMessage(s, {
+      kind: 'pair',
+      name: clientName,
+      proof: pairProof(theCode, 'client', id.fingerprint, fingerprint!),
+    });
+    s.end();
+    const reply = parsePairReply(
+      await readHeader(s).catch((e: Error) => {
+        throw new TetherError(`${name}: pairing failed: ${describeClose(conn.closeError ?? e)}`);
+      }),
+    );
+    if (!reply.ok) throw new TetherError(`${name}: pairing refused: ${reply.error}`);
+    const want = pairProof(theCode, 'device', id.fingerprint, fingerprint!);
+    const got = Buffer.from(reply.proof);
+    if (got.length !== want.length || !timingSafeEqual(got, want)) {
+      throw new TetherError(`${name}: the device did not prove it knows the code: not pinning it`);
+    }
+    appendDevice(cfg, { name, address: addr, fingerprint: fingerprint!, setenv: [] });
+    process.stderr.write(`paired with ${reply.name}; saved as device ${name} in ${cfg.path}\n`);
+  } finally {
+    conn.close();
+  }
+}
