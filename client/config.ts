@@ -5,6 +5,7 @@
 //   device arm
 //     address 192.168.7.2:1202
 //     fingerprint SHA256:...
+//     idletimeout 60
 //   device local
 //     command tetherd --stdio --user me
 //
@@ -25,6 +26,8 @@ export interface DeviceConfig {
   command?: string;
   /** Extra environment assignments for runs on this device. */
   setenv: string[];
+  /** Give up on a link that stays silent this long (seconds), as ssh's ServerAliveCountMax. */
+  idleTimeout?: number;
 }
 
 export interface Config {
@@ -76,6 +79,13 @@ export function parseConfig(text: string, path: string, defaultPort: number): Co
       case 'command':
         d.command = value;
         return;
+      case 'idletimeout': {
+        const n = Number(value);
+        if (!Number.isFinite(n) || n <= 0)
+          throw new ConfigError(`${where}: idletimeout needs seconds`);
+        d.idleTimeout = n;
+        return;
+      }
       case 'setenv':
         if (!/^[^=\s]+=/.test(value)) throw new ConfigError(`${where}: setenv needs NAME=value`);
         d.setenv.push(value);

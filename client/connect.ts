@@ -26,7 +26,7 @@ function localDevice(): DeviceConfig {
 }
 
 export function resolveDevice(cfg: Config, name: string | undefined): DeviceConfig {
-  const want = name ?? process.env.TETHER_DEVICE ?? cfg.default ?? LOCAL_DEVICE;
+  const want = name || process.env.TETHER_DEVICE || cfg.default || LOCAL_DEVICE;
   const d = cfg.devices.get(want);
   if (d) return d;
   if (want === LOCAL_DEVICE) return localDevice();
@@ -100,7 +100,11 @@ export async function connect(d: DeviceConfig): Promise<Connection> {
       `device ${d.name} has no pinned fingerprint: pair it with \`tether pair\``,
     );
   const { socket } = await openLink(d);
-  const conn = new Connection(socket, { role: 'client', caps: ['exec'] });
+  const conn = new Connection(socket, {
+    role: 'client',
+    caps: [Caps.EXEC],
+    idleTimeoutMs: d.idleTimeout === undefined ? undefined : d.idleTimeout * 1000,
+  });
   let hello: Awaited<ReturnType<Connection['ready']>>;
   try {
     hello = await conn.ready();

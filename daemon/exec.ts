@@ -5,6 +5,7 @@ import { closeSync } from 'node:fs';
 import net from 'node:net';
 import { constants } from 'node:os';
 import { pipeline } from 'node:stream';
+import tty from 'node:tty';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { MessageReader, writeMessage } from '../transport/messages.ts';
 import {
@@ -170,7 +171,10 @@ export class ExecSession {
   /** Connects one program fd to its stream, in the directions its mode says. */
   private relay(fd: number, mode: FdMode, ours: number, isPty: boolean): void {
     const stream = this.fdStreams.get(fd)!;
-    const sock = new net.Socket({ fd: ours, readable: mode !== 'r', writable: mode !== 'w' });
+    // net.Socket refuses a tty fd; a tty.ReadStream is a net.Socket on a TTY handle, writable too.
+    const sock = isPty
+      ? new tty.ReadStream(ours)
+      : new net.Socket({ fd: ours, readable: mode !== 'r', writable: mode !== 'w' });
     sock.on('error', () => {});
     if (mode !== 'w') {
       this.inputs.push(sock);

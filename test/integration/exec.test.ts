@@ -1,0 +1,208 @@
+// `tether run` against a real tetherd across a veth link with real TLS.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { startDaemon, TETHER, tether } from '../lib/tetherd.ts';
+
+const d = await startDaemon({ extraArgs: ['--idle-timeout', '3'] });
+t.teardown(() => d.stop());
+const tmp = mkdtempSync(join(tmpdir(), 'tether-exec-'));
+
+/** `sleep MARKER` processes, anywhere on the machine (the namespace shares our pids). */
+function processesWith(marker: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-af', `^sleep ${marker.replace(/\./g, '\\.')}$`], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter((l) => l && !l.includes('pgrep'));
+  } catch {
+    return [];
+  }
+}
+
+async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return cond();
+}
+
+t.test('exit status, stdout and stderr stay separate', async (t) => {
+  const r = await tether(d, ['run', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+  t.equal(r.code, 3);
+  t.equal(r.stdout, 'out\n');
+  t.equal(r.stderr, 'err\n');
+});
+
+t.test('argv[0], arguments with spaces, env, cwd and umask arrive', async (t) => {
+  const r = await tether(
+    d,
+    [
+      'run',
+      '-e',
+      'ADDED=1',
+      '-u',
+      'HOME',
+      '-C',
+      '/tmp',
+      'sh',
+      '-c',
+      'printf "%s|" "$0" "$1" "$ADDED" "${HOME-unset}" "$FROMHOST" "$(pwd)" "$(umask)"',
+      'zero',
+      'a b',
+    ],
+    {
+      env: { ...d.env, FROMHOST: 'yes' },
+    },
+  );
+  t.equal(r.stdout, 'zero|a b|1|unset|yes|/tmp|0022|');
+});
+
+t.test('a program killed by SIGSEGV makes tether die of SIGSEGV', async (t) => {
+  const r = await tether(d, ['run', 'sh', '-c', 'kill -SEGV $$']);
+  t.equal(r.signal, 'SIGSEGV');
+});
+
+t.test('seq 1000000 | tether run wc -l', async (t) => {
+  const r = await tether(d, ['run', 'sh', '-c', 'seq 1000000 | "$0" run wc -l', TETHER], {
+    env: d.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.equal(r.stdout.trim(), '1000000');
+  const input = execFileSync('seq', ['1000000'], { maxBuffer: 64 << 20 });
+  const r2 = await tether(d, ['run', 'wc', '-l'], { input });
+  t.equal(r2.stdout.trim(), '1000000');
+});
+
+t.test('stdin EOF reaches cat', async (t) => {
+  const r = await tether(d, ['run', 'cat'], { input: 'line1\nline2\n' });
+  t.equal(r.code, 0);
+  t.equal(r.stdout, 'line1\nline2\n');
+});
+
+t.test('extra fds: echo x >&5; read y <&4', async (t) => {
+  const f = join(tmp, 'f');
+  const g = join(tmp, 'g');
+  writeFileSync(g, 'from-g\n');
+  const r = await tether(d, [
+    'run',
+    'sh',
+    '-c',
+    `"$0" run sh -c 'echo x >&5; read y <&4; echo "y=$y"' 5>${f} 4<${g}`,
+    TETHER,
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, 'y=from-g\n');
+  t.equal(readFileSync(f, 'utf8'), 'x\n');
+});
+
+t.test('no pty without -t; a pty with its size with -t', async (t) => {
+  const r = await tether(d, ['run', 'sh', '-c', 'test -t 0 || test -t 1 || echo notty']);
+  t.equal(r.stdout, 'notty\n');
+  // script(1) gives tether a terminal of 33 rows and 101 columns.
+  const r3 = spawn(
+    'script',
+    [
+      '-qec',
+      `stty rows 33 cols 101; ${TETHER} run -t sh -c 'test -t 0 && stty size; exit 4'`,
+      '/dev/null',
+    ],
+    {
+      env: d.env,
+    },
+  );
+  let out = '';
+  r3.stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  const code = await new Promise((resolve) => r3.on('close', resolve));
+  t.match(out, /33 101/);
+  t.equal(code, 4);
+});
+
+t.test('SIGINT to tether ends sleep 100 on the device', async (t) => {
+  const marker = `100.${process.pid}1`;
+  const run = tether(d, ['run', 'sleep', marker]);
+  t.ok(await waitFor(() => processesWith(marker).length > 0, 10_000), 'sleep started');
+  run.child.kill('SIGINT');
+  const r = await run;
+  t.equal(r.signal, 'SIGINT', 'tether died of the same signal');
+  t.ok(await waitFor(() => processesWith(marker).length === 0, 5_000), 'sleep is gone');
+});
+
+t.test('killing the connection leaves no process of the run', async (t) => {
+  const marker = `200.${process.pid}2`;
+  const run = tether(d, [
+    'run',
+    'sh',
+    '-c',
+    `sleep ${marker} & (sleep ${marker}; true) & sleep ${marker}`,
+  ]);
+  t.ok(await waitFor(() => processesWith(marker).length === 3, 10_000), 'the tree started');
+  run.child.kill('SIGKILL');
+  await run;
+  t.ok(
+    await waitFor(() => processesWith(marker).length === 0, 5_000),
+    'every process of the run is gone',
+  );
+});
+
+t.test('a dead link (no FIN) times out and kills the run', async (t) => {
+  const marker = `300.${process.pid}3`;
+  const run = tether(d, ['run', 'sleep', marker]);
+  t.ok(await waitFor(() => processesWith(marker).length > 0, 10_000), 'sleep started');
+  execFileSync('ip', ['link', 'set', d.device.hostIf, 'down']);
+  try {
+    const r = await run;
+    t.equal(r.code, 255, 'tether reports its own error');
+    t.match(r.stderr, /^tether: dev: .*(IDLE_TIMEOUT|nothing heard)/m);
+    t.ok(
+      await waitFor(() => processesWith(marker).length === 0, 10_000),
+      'the daemon killed the run',
+    );
+  } finally {
+    execFileSync('ip', ['link', 'set', d.device.hostIf, 'up']);
+    execFileSync('ip', ['addr', 'replace', `${d.device.hostAddr}/30`, 'dev', d.device.hostIf]);
+  }
+});
+
+t.test('a missing program exits 127 with one line', async (t) => {
+  const r = await tether(d, ['run', 'no-such-program-here']);
+  t.equal(r.code, 127);
+  t.equal(r.stderr, 'tether: no-such-program-here: No such file or directory\n');
+});
+
+t.test('many concurrent runs on one daemon', async (t) => {
+  const runs = await Promise.all(
+    Array.from({ length: 16 }, (_, i) => tether(d, ['run', 'sh', '-c', `echo ${i}; exit ${i}`])),
+  );
+  runs.forEach((r, i) => {
+    t.equal(r.code, i);
+    t.equal(r.stdout, `${i}\n`);
+  });
+});
+
+t.test('yes | head: the program dies of SIGPIPE when our reader goes', async (t) => {
+  const r = await tether(d, [
+    'run',
+    'sh',
+    '-c',
+    `"$0" run yes | head -3; echo "status=\${PIPESTATUS:-}"`,
+    TETHER,
+  ]);
+  t.equal(r.stdout, 'y\ny\ny\nstatus=\n');
+  const r2 = spawn('bash', ['-c', `${TETHER} run yes | head -1; echo "\${PIPESTATUS[0]}"`], {
+    env: d.env,
+  });
+  let out = '';
+  r2.stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  await new Promise((resolve) => r2.on('close', resolve));
+  t.equal(out, 'y\n141\n', 'tether ended as SIGPIPE (128+13), like a local yes');
+});
