@@ -6,6 +6,7 @@
 //     address 192.168.7.2:1202
 //     fingerprint SHA256:...
 //     idletimeout 60
+//     agent auto
 //   device local
 //     command tetherd --stdio --user me
 //
@@ -26,6 +27,8 @@ export interface DeviceConfig {
   command?: string;
   /** Extra environment assignments for runs on this device. */
   setenv: string[];
+  /** 'auto' starts an agent on first use; 'no' never uses one; unset uses a running one. */
+  agent?: 'auto' | 'no';
   /** Give up on a link that stays silent this long (seconds), as ssh's ServerAliveCountMax. */
   idleTimeout?: number;
 }
@@ -78,6 +81,11 @@ export function parseConfig(text: string, path: string, defaultPort: number): Co
         return;
       case 'command':
         d.command = value;
+        return;
+      case 'agent':
+        if (value !== 'auto' && value !== 'no')
+          throw new ConfigError(`${where}: agent is auto or no`);
+        d.agent = value;
         return;
       case 'idletimeout': {
         const n = Number(value);

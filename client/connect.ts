@@ -16,11 +16,12 @@ export const LOCAL_DEVICE = 'local';
 
 /** Without any configuration, runs go to a tetherd started on this machine. */
 function localDevice(): DeviceConfig {
-  const daemon = fileURLToPath(new URL('../daemon/main.ts', import.meta.url));
+  // bin/tetherd sits at the same depth from client/ (sources) and dist/ (bundle).
+  const daemon = fileURLToPath(new URL('../bin/tetherd', import.meta.url));
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   return {
     name: LOCAL_DEVICE,
-    command: `exec ${q(process.execPath)} ${q(daemon)} --stdio --log-level warn --user ${q(userInfo().username)}`,
+    command: `exec ${q(daemon)} --stdio --log-level warn --user ${q(userInfo().username)}`,
     setenv: [],
   };
 }

@@ -3,7 +3,8 @@
 import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
-import { loadConfig } from './config.ts';
+import { connectAgent, serveAgent, startAgentProcess, stopAgent } from './agent.ts';
+import { type DeviceConfig, loadConfig } from './config.ts';
 import { connect, resolveDevice } from './connect.ts';
 import { TetherError } from './errors.ts';
 import { inheritedFds } from './fds.ts';
@@ -37,6 +38,22 @@ interface RunFlags {
   cleanEnv?: boolean;
   cwd?: string;
   verbose?: boolean;
+  agent: boolean;
+}
+
+const AGENT_IDLE_S = 600;
+
+/** Through the device's agent when one runs (or 'agent auto' starts one), else directly. */
+async function deviceConnection(device: DeviceConfig, useAgent: boolean) {
+  if (!useAgent || device.agent === 'no') return connect(device);
+  const viaAgent = await connectAgent(device.name);
+  if (viaAgent) return viaAgent;
+  if (device.agent === 'auto') {
+    await startAgentProcess(device.name, AGENT_IDLE_S);
+    const started = await connectAgent(device.name);
+    if (started) return started;
+  }
+  return connect(device);
 }
 
 function buildEnv(flags: RunFlags, deviceEnv: string[]): string[] {
@@ -57,7 +74,7 @@ function buildEnv(flags: RunFlags, deviceEnv: string[]): string[] {
 async function runCommand(argv: string[], flags: RunFlags): Promise<void> {
   const cfg = loadConfig(DEFAULT_PORT);
   const device = resolveDevice(cfg, flags.device);
-  const conn = await connect(device);
+  const conn = await deviceConnection(device, flags.agent);
   const umask = process.umask();
   const outcome = await run(conn, {
     argv,
@@ -106,8 +123,46 @@ program
   .option('--clean-env', 'start from an empty environment instead of this one')
   .option('-C, --cwd <dir>', 'working directory on the device (default: the current one)')
   .option('-v, --verbose', 'report the device pid and a core dump')
+  .option('--no-agent', "connect directly even if the device's agent runs")
   .passThroughOptions()
   .action((prog: string, args: string[], flags: RunFlags) => runCommand([prog, ...args], flags));
+
+program
+  .command('agent')
+  .description(
+    "hold a connection to the device so later runs skip the handshake (like ssh's ControlMaster)",
+  )
+  .option('-d, --device <name>', 'device from the config')
+  .option('--foreground', 'stay in the foreground instead of detaching')
+  .option('--stop', "stop the device's agent")
+  .addOption(
+    new Option('--idle-timeout <seconds>', 'exit after this long without runs')
+      .default(AGENT_IDLE_S)
+      .argParser(Number),
+  )
+  .action(
+    async (o: { device?: string; foreground?: boolean; stop?: boolean; idleTimeout: number }) => {
+      const device = resolveDevice(loadConfig(DEFAULT_PORT), o.device);
+      if (o.stop) {
+        if (!stopAgent(device.name)) throw new TetherError(`no agent runs for ${device.name}`);
+        return;
+      }
+      if (!(o.idleTimeout > 0))
+        throw new TetherError('--idle-timeout needs a positive number of seconds');
+      if (!o.foreground) {
+        await startAgentProcess(device.name, o.idleTimeout);
+        process.stderr.write(`tether: agent for ${device.name} started\n`);
+        return;
+      }
+      // The starting parent reads "ready", then lets go of our stdio.
+      process.stdout.on('error', () => {});
+      process.stderr.on('error', () => {});
+      await serveAgent(device, {
+        idleTimeoutS: o.idleTimeout,
+        onReady: () => process.stdout.write('ready\n'),
+      });
+    },
+  );
 
 program
   .command('pair')

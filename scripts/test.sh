@@ -1,0 +1,23 @@
+#!/bin/sh
+# The test command: build, type-check, lint, then every tap test, closing
+# with one "N passed, N failed, N skipped" line counted over all assertions.
+set -u
+cd "$(dirname "$0")/.."
+npm run --silent build || exit 1
+npx tsc -p tsconfig.json || exit 1
+npx biome check . || exit 1
+log=$(mktemp)
+rcfile=$(mktemp)
+{
+  npx tap --reporter=tap "$@" test/unit test/integration
+  echo $? >"$rcfile"
+} 2>&1 | tee "$log"
+rc=$(cat "$rcfile")
+summary=$(grep -E '^# \{ total' "$log" | tail -n 1)
+rm -f "$log" "$rcfile"
+field() { echo "$summary" | sed -n "s/.*$1: \([0-9]*\).*/\1/p"; }
+pass=$(field pass)
+fail=$(field fail)
+skip=$(field skip)
+echo "${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
+[ "$rc" -eq 0 ] && [ "${pass:-0}" -gt 0 ]

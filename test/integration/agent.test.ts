@@ -1,0 +1,76 @@
+// Runs through the per-device agent: one TLS connection serves many runs.
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { agentPaths } from '../../client/agent.ts';
+import { startDaemon, tether } from '../lib/tetherd.ts';
+
+const d = await startDaemon();
+t.teardown(async () => {
+  await tether(d, ['agent', '--stop']);
+  await d.stop();
+});
+const connections = () =>
+  d
+    .stderr()
+    .split('\n')
+    .filter((l) => l.includes('"client connected"')).length;
+
+t.test('agent: runs share one connection and behave as direct runs', async (t) => {
+  const started = await tether(d, ['agent']);
+  t.equal(started.code, 0, started.stderr);
+  const before = connections();
+  for (let i = 0; i < 3; i++) {
+    const r = await tether(d, ['run', 'sh', '-c', `cat; echo err${i} >&2; exit ${i + 3}`], {
+      input: `in${i}\n`,
+    });
+    t.equal(r.code, i + 3);
+    t.equal(r.stdout, `in${i}\n`);
+    t.equal(r.stderr, `err${i}\n`);
+  }
+  const seg = await tether(d, ['run', 'sh', '-c', 'kill -SEGV $$']);
+  t.equal(seg.signal, 'SIGSEGV');
+  const parallel = await Promise.all(
+    Array.from({ length: 8 }, (_, i) => tether(d, ['run', 'sh', '-c', `echo ${i}`])),
+  );
+  t.same(
+    parallel.map((r) => r.stdout),
+    Array.from({ length: 8 }, (_, i) => `${i}\n`),
+  );
+  t.equal(connections(), before, 'no new TLS connection for any of these runs');
+  const direct = await tether(d, ['run', '--no-agent', 'true']);
+  t.equal(direct.code, 0);
+  t.equal(connections(), before + 1, '--no-agent connects directly');
+});
+
+t.test('agent: a run killed while running leaves nothing on the device', async (t) => {
+  const marker = `400.${process.pid}4`;
+  const run = tether(d, ['run', 'sleep', marker]);
+  const seen = () => {
+    try {
+      return execFileSync('pgrep', ['-f', `^sleep ${marker.replace('.', '\\.')}$`]).length > 0;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 100 && !seen(); i++) await new Promise((r) => setTimeout(r, 100));
+  t.ok(seen(), 'sleep runs on the device');
+  run.child.kill('SIGKILL');
+  await run;
+  for (let i = 0; i < 50 && seen(); i++) await new Promise((r) => setTimeout(r, 100));
+  t.notOk(seen(), 'the agent passed the abort on and the daemon killed the run');
+});
+
+t.test('agent: --stop ends it and a stale socket is ignored', async (t) => {
+  process.env.TETHER_HOME = d.home;
+  const paths = agentPaths('dev');
+  const stopped = await tether(d, ['agent', '--stop']);
+  t.equal(stopped.code, 0);
+  for (let i = 0; i < 50 && existsSync(paths.socket); i++)
+    await new Promise((r) => setTimeout(r, 100));
+  t.notOk(existsSync(join(paths.dir, 'dev.sock')), 'socket removed');
+  writeFileSync(paths.socket, '');
+  const r = await tether(d, ['run', 'sh', '-c', 'echo direct']);
+  t.equal(r.stdout, 'direct\n', 'falls back to a direct connection');
+});
