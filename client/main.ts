@@ -10,6 +10,7 @@ import { TetherError } from './errors.ts';
 import { inheritedFds } from './fds.ts';
 import { pair } from './pair.ts';
 import { mirrorSignal, run } from './run.ts';
+import { printLine, restoreBlocking } from './stdio.ts';
 
 export const DEFAULT_PORT = 1202;
 
@@ -87,9 +88,11 @@ async function runCommand(argv: string[], flags: RunFlags): Promise<void> {
     deviceName: device.name,
   });
   conn.close();
-  if ('code' in outcome) process.exit(outcome.code);
-  if (flags.verbose && outcome.core)
-    process.stderr.write(`tether: ${argv[0]} dumped core on ${device.name}\n`);
+  if ('code' in outcome) {
+    restoreBlocking();
+    process.exit(outcome.code);
+  }
+  if (flags.verbose && outcome.core) printLine(`tether: ${argv[0]} dumped core on ${device.name}`);
   mirrorSignal(outcome.signal);
 }
 
@@ -179,6 +182,6 @@ program.parseAsync().catch((e: Error) => {
     process.exit(e.exitCode === 0 ? 0 : 255);
   }
   const code = e instanceof TetherError ? e.exitCode : 255;
-  process.stderr.write(`tether: ${e.message}\n`);
+  printLine(`tether: ${e.message}`);
   process.exit(code);
 });

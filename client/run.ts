@@ -18,6 +18,7 @@ import type { Stream } from '../transport/stream.ts';
 import { describeClose } from './connect.ts';
 import { TetherError } from './errors.ts';
 import type { InheritedFd } from './fds.ts';
+import { output, restoreBlocking } from './stdio.ts';
 
 export interface RunRequest {
   argv: string[];
@@ -43,8 +44,7 @@ interface Endpoint {
 /** Local end of a forwarded fd: sockets both ways through libuv, the rest through fs streams. */
 function localEndpoint(fd: number, mode: FdSpec['mode']): Endpoint {
   if (fd === 0) return { input: process.stdin, keepOpen: true };
-  if (fd === 1) return { output: process.stdout, keepOpen: true };
-  if (fd === 2) return { output: process.stderr, keepOpen: true };
+  if (fd === 1 || fd === 2) return { output: output(fd), keepOpen: true };
   if (fstatSync(fd).isSocket()) {
     const s = new net.Socket({ fd, readable: mode !== 'w', writable: mode !== 'r' });
     return {
@@ -99,7 +99,7 @@ export async function run(conn: Connection, req: RunRequest): Promise<Outcome> {
     writeMessage(s, { kind: 'fd', exec: exec.id, fd: spec.fd });
     const local: Endpoint =
       req.tty && spec.fd === 0
-        ? { input: process.stdin, output: process.stdout, keepOpen: true }
+        ? { input: process.stdin, output: output(1), keepOpen: true }
         : localEndpoint(spec.fd, spec.mode);
     if (local.input) {
       const input = local.input;
@@ -157,8 +157,7 @@ export async function run(conn: Connection, req: RunRequest): Promise<Outcome> {
       for await (const m of reader) {
         const ev = parseExecEvent(m);
         if (ev.type === 'started') {
-          if (req.verbose)
-            process.stderr.write(`tether: started pid ${ev.pid} on ${req.deviceName}\n`);
+          if (req.verbose) output(2).write(`tether: started pid ${ev.pid} on ${req.deviceName}\n`);
         } else if (ev.type === 'error') {
           throw new TetherError(ev.message, ev.exitCode);
         } else if (ev.signal !== null) {
@@ -227,6 +226,7 @@ export function mirrorSignal(signal: string): never {
   process.on(name, noop);
   process.off(name, noop);
   process.removeAllListeners(name);
+  restoreBlocking();
   try {
     process.kill(process.pid, name);
   } catch {

@@ -206,3 +206,34 @@ t.test('yes | head: the program dies of SIGPIPE when our reader goes', async (t)
   await new Promise((resolve) => r2.on('close', resolve));
   t.equal(out, 'y\n141\n', 'tether ended as SIGPIPE (128+13), like a local yes');
 });
+
+t.test('a stalled reader of stdout does not hold back stderr', async (t) => {
+  const run = tether(d, [
+    'run',
+    'sh',
+    '-c',
+    '(sleep 0.5; echo late-stderr >&2) & yes | head -c 50000000; wait',
+  ]);
+  const out = run.child.stdout!;
+  out.pause();
+  // The test reads nothing from stdout until stderr has spoken.
+  out.removeAllListeners('data');
+  const gotStderr = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 15_000);
+    run.child.stderr!.on('data', (c: Buffer) => {
+      if (c.toString().includes('late-stderr')) {
+        clearTimeout(timer);
+        resolve(true);
+      }
+    });
+  });
+  t.ok(gotStderr, 'stderr arrived while stdout was stalled');
+  let bytes = 0;
+  out.on('data', (c: Buffer) => {
+    bytes += c.length;
+  });
+  out.resume();
+  const r = await run;
+  t.equal(r.code, 0);
+  t.equal(bytes, 50_000_000, 'all of stdout arrived afterwards');
+});
