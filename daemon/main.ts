@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { Duplex } from 'node:stream';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
+import type { Connection } from '../transport/connection.ts';
 import { ErrorCode } from '../transport/errors.ts';
 import { encodeFrame, FrameType } from '../transport/frames.ts';
 import { loadOrCreateIdentity } from '../transport/identity.ts';
@@ -80,6 +81,9 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     const socket = Duplex.from({ readable: process.stdin, writable: process.stdout });
     const conn = serveConnection(socket, { kind: 'authorized', fingerprint: null }, base);
     conn.on('close', () => process.exit(0));
+    const stopStdio = () => conn.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
+    process.on('SIGTERM', stopStdio);
+    process.on('SIGINT', stopStdio);
     return;
   }
 
@@ -87,6 +91,11 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     const code = openPairing(state);
     process.stderr.write(`tetherd: pairing code ${code} (valid 10 minutes, one use)\n`);
   }
+  const live = new Set<Connection>();
+  const track = (c: Connection) => {
+    live.add(c);
+    c.on('close', () => live.delete(c));
+  };
   const server = createTlsServer(id);
   server.on('secureConnection', (socket) => {
     const fp = peerFingerprint(socket);
@@ -99,10 +108,10 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     socket.setNoDelay(true);
     if (state.isAuthorized(fp)) {
       log.info({ addr, client: fp }, 'client connected');
-      serveConnection(socket, { kind: 'authorized', fingerprint: fp }, base);
+      track(serveConnection(socket, { kind: 'authorized', fingerprint: fp }, base));
     } else if (pairingOpen(state)) {
       log.info({ addr, client: fp }, 'unknown client: pairing only');
-      serveConnection(socket, { kind: 'pairing', fingerprint: fp }, base);
+      track(serveConnection(socket, { kind: 'pairing', fingerprint: fp }, base));
     } else {
       log.warn({ addr, client: fp }, 'refused unknown client');
       // CLOSE instead of HELLO: nothing of the protocol is offered to a stranger.
@@ -122,10 +131,12 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   // Tests and scripts wait for this line to know the port (with --listen HOST:0).
   if (typeof addr === 'object' && addr)
     process.stderr.write(`tetherd: listening on ${addr.address}:${addr.port}\n`);
+  // Closing a connection kills its runs: no program outlives the daemon.
   const stop = () => {
-    log.info('shutting down');
+    log.info({ connections: live.size }, 'shutting down');
     server.close();
-    process.exit(0);
+    for (const c of live) c.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
+    setImmediate(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -316,6 +316,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       case FrameType.CLOSE:
         this.terminate(
           f.code === ErrorCode.NO_ERROR ? null : new TransportError(f.code, f.reason, true),
+          f.reason,
         );
         this.socket.end();
         return;
@@ -597,12 +598,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   /** Marks the connection closed and aborts every stream; idempotent. */
-  private terminate(err: TransportError | null): void {
+  private terminate(err: TransportError | null, reason = ''): void {
     if (this.closed) return;
     this.closed = true;
     this.closeError = err;
     clearInterval(this.timer);
-    const streamErr = err ?? new TransportError(ErrorCode.CONNECTION_LOST, 'connection closed');
+    // Streams still open at a clean close are cut short all the same: say why.
+    const streamErr =
+      err ?? new TransportError(ErrorCode.CONNECTION_LOST, reason || 'connection closed', true);
     for (const s of [...this.streams.values()]) {
       // After a clean close, a stream finished both ways keeps its unread data.
       if (!s.destroyed && !(err === null && s.finSent && s.finReceived)) s.destroy(streamErr);
