@@ -60,6 +60,15 @@ function localEndpoint(fd: number, mode: FdSpec['mode']): Endpoint {
   };
 }
 
+function isOpen(fd: number): boolean {
+  try {
+    fstatSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Resolves once everything written to `w` so far has been handed to the kernel. */
 function flushed(w: Writable): Promise<void> {
   if (w.destroyed || w.writableEnded) return Promise.resolve();
@@ -67,13 +76,16 @@ function flushed(w: Writable): Promise<void> {
 }
 
 export async function run(conn: Connection, req: RunRequest): Promise<Outcome> {
+  // A standard fd closed here (`>&-`) stays closed in the program.
   const fds: FdSpec[] = req.tty
     ? [{ fd: 0, mode: 'rw' }]
-    : [
-        { fd: 0, mode: 'r' },
-        { fd: 1, mode: 'w' },
-        { fd: 2, mode: 'w' },
-      ];
+    : (
+        [
+          { fd: 0, mode: 'r' },
+          { fd: 1, mode: 'w' },
+          { fd: 2, mode: 'w' },
+        ] as FdSpec[]
+      ).filter((f) => isOpen(f.fd));
   for (const f of req.extraFds) fds.push({ fd: f.fd, mode: f.mode });
   const tty = req.tty
     ? { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 }
