@@ -3,6 +3,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createInterface } from 'node:readline/promises';
 import { Connection } from '../transport/connection.ts';
+import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { readHeader, writeMessage } from '../transport/messages.ts';
 import { Caps, pairProof, parsePairReply } from '../transport/protocol.ts';
 import { appendDevice, loadConfig, parseAddress } from './config.ts';
@@ -41,6 +42,12 @@ export async function pair(
   const conn = new Connection(socket, { role: 'client', caps: [Caps.PAIR] });
   try {
     const hello = await conn.ready().catch((e: Error) => {
+      // A stranger is refused outright unless pairing is open on the device.
+      if (e instanceof TransportError && e.code === ErrorCode.UNAUTHORIZED) {
+        throw new TetherError(
+          `${name}: pairing is not open on the device (run \`tetherd pair\` there, or start it with --pair)`,
+        );
+      }
       throw new TetherError(`${name}: ${describeClose(e)}`);
     });
     if (hello.caps.includes(Caps.EXEC)) {

@@ -145,6 +145,8 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
 const program = new Command('tetherd')
   .description('tether device daemon: runs programs for paired tether clients')
   .version(`tetherd ${pkg.version} (node ${process.version}, ${process.arch})`, '-V, --version')
+  // Options after a subcommand are its own (`tetherd pair --state DIR`).
+  .enablePositionalOptions()
   .addOption(
     new Option('-l, --listen <host:port>', 'address to listen on')
       .default(parseListen(`0.0.0.0:${DEFAULT_PORT}`), `0.0.0.0:${DEFAULT_PORT}`)

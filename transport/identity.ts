@@ -1,8 +1,8 @@
 // Each side's long-term identity: an ECDSA P-256 key and a self-signed
 // certificate, pinned by the peer through the SHA-256 fingerprint of the
 // certificate (as OpenSSH pins host keys), never through a CA.
-import { createHash, webcrypto, X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
+import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface Identity {
@@ -16,8 +16,11 @@ export function fingerprintOf(der: Uint8Array): string {
   return `SHA256:${createHash('sha256').update(der).digest('base64').replace(/=+$/, '')}`;
 }
 
+/** Of the certificate in `pem`, which may also hold the key. */
 export function fingerprintOfPem(pem: string): string {
-  return fingerprintOf(new X509Certificate(pem).raw);
+  const cert = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/.exec(pem)?.[0];
+  if (!cert) throw new Error('no certificate in PEM');
+  return fingerprintOf(new X509Certificate(cert).raw);
 }
 
 async function generate(commonName: string): Promise<{ key: string; cert: string }> {
@@ -47,25 +50,46 @@ async function generate(commonName: string): Promise<{ key: string; cert: string
   return { key: key.replace(/\n\n/g, '\n'), cert: cert.toString('pem') };
 }
 
+/** The PEM blocks of one file: the key and the certificate travel together. */
+function split(pem: string): { key: string; cert: string } | null {
+  const key = /-----BEGIN PRIVATE KEY-----[^-]+-----END PRIVATE KEY-----\n?/.exec(pem)?.[0];
+  const cert = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/.exec(pem)?.[0];
+  return key && cert ? { key, cert } : null;
+}
+
+function load(path: string): Identity | null {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  const parts = split(pem);
+  if (!parts) throw new Error(`${path}: not a key and certificate`);
+  return { ...parts, fingerprint: fingerprintOfPem(parts.cert) };
+}
+
 /**
- * Loads the identity from `dir` (key.pem, cert.pem), creating it on first use.
- * The key file is written 0600 and moved into place atomically.
+ * Loads the identity (identity.pem: key and certificate) from `dir`,
+ * creating it on first use. Several processes may start at once: each
+ * writes a private temporary file and links it into place, which fails
+ * for all but the first; the others then read the winner's.
  */
 export async function loadOrCreateIdentity(dir: string, commonName: string): Promise<Identity> {
-  const keyPath = join(dir, 'key.pem');
-  const certPath = join(dir, 'cert.pem');
-  try {
-    const key = readFileSync(keyPath, 'utf8');
-    const cert = readFileSync(certPath, 'utf8');
-    return { key, cert, fingerprint: fingerprintOfPem(cert) };
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
+  const path = join(dir, 'identity.pem');
+  const existing = load(path);
+  if (existing) return existing;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const { key, cert } = await generate(commonName);
-  writeFileSync(`${keyPath}.tmp`, key, { mode: 0o600 });
-  writeFileSync(`${certPath}.tmp`, cert, { mode: 0o644 });
-  renameSync(`${certPath}.tmp`, certPath);
-  renameSync(`${keyPath}.tmp`, keyPath);
-  return { key, cert, fingerprint: fingerprintOfPem(cert) };
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(tmp, key + cert, { mode: 0o600 });
+  try {
+    linkSync(tmp, path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  return load(path)!;
 }
