@@ -4,12 +4,13 @@ import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
 import { connectAgent, serveAgent, startAgentProcess, stopAgent } from './agent.ts';
+import { cliFds, cliIO, mirrorSignal, windowSize } from './cli-io.ts';
 import { type DeviceConfig, loadConfig } from './config.ts';
 import { connect, resolveDevice } from './connect.ts';
 import { TetherError } from './errors.ts';
 import { inheritedFds } from './fds.ts';
 import { pair } from './pair.ts';
-import { mirrorSignal, run } from './run.ts';
+import { run } from './run.ts';
 import { printLine, restoreBlocking } from './stdio.ts';
 
 export const DEFAULT_PORT = 1202;
@@ -77,16 +78,21 @@ async function runCommand(argv: string[], flags: RunFlags): Promise<void> {
   const device = resolveDevice(cfg, flags.device);
   const conn = await deviceConnection(device, flags.agent);
   const umask = process.umask();
-  const outcome = await run(conn, {
-    argv,
-    env: buildEnv(flags, device.setenv),
-    cwd: flags.cwd ?? process.cwd(),
-    umask,
-    tty: !!flags.tty,
-    extraFds: extraFds(),
-    verbose: !!flags.verbose,
-    deviceName: device.name,
-  });
+  const tty = !!flags.tty;
+  const outcome = await run(
+    conn,
+    {
+      argv,
+      env: buildEnv(flags, device.setenv),
+      cwd: flags.cwd ?? process.cwd(),
+      umask,
+      tty: tty ? windowSize() : null,
+      fds: cliFds(tty, extraFds()),
+      verbose: !!flags.verbose,
+      deviceName: device.name,
+    },
+    cliIO(tty),
+  );
   conn.close();
   if ('code' in outcome) {
     restoreBlocking();
