@@ -15,11 +15,22 @@ import type { Stream } from '../transport/stream.ts';
 import { configDir, type DeviceConfig } from './config.ts';
 import { connect } from './connect.ts';
 import { TetherError } from './errors.ts';
+import { listenForLaunches } from './launch.ts';
 
-export function agentPaths(device: string): { dir: string; socket: string; pid: string } {
+export function agentPaths(device: string): {
+  dir: string;
+  socket: string;
+  launch: string;
+  pid: string;
+} {
   const dir = join(configDir(), 'agents');
   const safe = device.replace(/[^\w.-]/g, '_');
-  return { dir, socket: join(dir, `${safe}.sock`), pid: join(dir, `${safe}.pid`) };
+  return {
+    dir,
+    socket: join(dir, `${safe}.sock`),
+    launch: join(dir, `${safe}.launch`),
+    pid: join(dir, `${safe}.pid`),
+  };
 }
 
 /** A Connection through the device's running agent, or null if none answers. */
@@ -128,9 +139,13 @@ export async function serveAgent(d: DeviceConfig, opts: AgentOptions): Promise<v
       armIdle();
     });
   });
+  let launches = 0;
+  let launchServer: net.Server | null = null;
   const shutdown = (why: string) => {
     server.close();
+    launchServer?.close();
     rmSync(paths.socket, { force: true });
+    rmSync(paths.launch, { force: true });
     try {
       if (readFileSync(paths.pid, 'utf8').trim() === String(process.pid))
         rmSync(paths.pid, { force: true });
@@ -142,7 +157,7 @@ export async function serveAgent(d: DeviceConfig, opts: AgentOptions): Promise<v
     process.exitCode = 0;
   };
   const armIdle = () => {
-    if (locals.size > 0) return;
+    if (locals.size > 0 || launches > 0) return;
     if (idleTimer) clearTimeout(idleTimer);
     idleTimer = setTimeout(() => shutdown('agent idle'), opts.idleTimeoutS * 1000);
   };
@@ -153,6 +168,12 @@ export async function serveAgent(d: DeviceConfig, opts: AgentOptions): Promise<v
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(paths.socket, () => resolve());
+  });
+  rmSync(paths.launch, { force: true });
+  launchServer = await listenForLaunches(paths.launch, upstream, d, (delta) => {
+    launches += delta;
+    if (idleTimer) clearTimeout(idleTimer);
+    armIdle();
   });
   writeFileSync(paths.pid, `${process.pid}\n`);
   armIdle();

@@ -1,10 +1,10 @@
 // Runs through the per-device agent: one TLS connection serves many runs.
 import { execFileSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { agentPaths } from '../../client/agent.ts';
-import { startDaemon, tether } from '../lib/tetherd.ts';
+import { startDaemon, TETHER, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon();
 t.teardown(async () => {
@@ -42,6 +42,55 @@ t.test('agent: runs share one connection and behave as direct runs', async (t) =
   const direct = await tether(d, ['run', '--no-agent', 'true']);
   t.equal(direct.code, 0);
   t.equal(connections(), before + 1, '--no-agent connects directly');
+});
+
+t.test('agent: the native launcher runs the plain form itself', async (t) => {
+  const marker = `450.${process.pid}6`;
+  const run = tether(d, ['run', 'sleep', marker]);
+  const seen = () => {
+    try {
+      return execFileSync('pgrep', ['-f', `^sleep ${marker.replace('.', '\\.')}$`]).length > 0;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 100 && !seen(); i++) await new Promise((r) => setTimeout(r, 100));
+  t.ok(seen(), 'sleep runs on the device');
+  t.match(
+    readlinkSync(`/proc/${run.child.pid}/exe`),
+    /build\/tether-launch$/,
+    'no Node started for it',
+  );
+  run.child.kill('SIGINT');
+  const r = await run;
+  t.equal(r.signal, 'SIGINT', 'the launcher died of the signal that ended the program');
+
+  const f = join(d.home, 'fd5');
+  const io = await tether(
+    d,
+    [
+      'run',
+      'sh',
+      '-c',
+      `"$0" run sh -c 'read x; echo "got $x"; echo five >&5; echo err >&2; exit 9' 5>${f}; echo "status $?"; echo after`,
+      TETHER,
+    ],
+    {
+      input: 'line\n',
+    },
+  );
+  t.equal(
+    io.stdout,
+    'got line\nstatus 9\nafter\n',
+    'stdin, exit status, and stdout usable after the run',
+  );
+  t.equal(io.stderr, 'err\n');
+  t.equal(readFileSync(f, 'utf8'), 'five\n', 'extra fd 5 written');
+  const seg = await tether(d, ['run', 'sh', '-c', 'kill -SEGV $$']);
+  t.equal(seg.signal, 'SIGSEGV');
+  const missing = await tether(d, ['run', 'no-such-program-here']);
+  t.equal(missing.code, 127);
+  t.equal(missing.stderr, 'tether: no-such-program-here: No such file or directory\n');
 });
 
 t.test('agent: a run killed while running leaves nothing on the device', async (t) => {
