@@ -63,7 +63,7 @@ function relayOutput(s: Stream, out: Writable, keepOpen: boolean): Promise<void>
     // Our reader went away (EPIPE): tell the device to stop, as a local pipe would.
     out.on('error', () => {
       s.unpipe(out);
-      s.destroy(new TransportError(ErrorCode.CANCELLED, 'reader closed'));
+      s.stopSending();
       resolve();
     });
     s.once('end', () => {
@@ -81,11 +81,14 @@ function relayInput(s: Stream, local: Endpoint): void {
   input.pipe(s);
   input.on('error', (e) => s.destroy(new TransportError(ErrorCode.CANCELLED, e.message)));
   // The program closed this fd or exited: stop reading our side.
-  s.on('close', () => {
+  const stop = () => {
     input.unpipe(s);
     if (local.stopInput) local.stopInput();
     else input.destroy();
-  });
+    if (!s.writableEnded) s.end();
+  };
+  s.on('stop', stop);
+  s.on('close', stop);
 }
 
 export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise<Outcome> {

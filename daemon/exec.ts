@@ -4,7 +4,6 @@
 import { closeSync } from 'node:fs';
 import net from 'node:net';
 import { constants } from 'node:os';
-import { pipeline } from 'node:stream';
 import tty from 'node:tty';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { MessageReader, writeMessage } from '../transport/messages.ts';
@@ -55,7 +54,9 @@ export class ExecSession {
   private outputsLeft = 0;
   private exitEvent: ExecEvent | null = null;
   private finished = false;
-  private readonly inputs: net.Socket[] = [];
+  /** Streams carrying data to the program, and our ends of its fds. */
+  private readonly inputs: Stream[] = [];
+  private readonly locals: net.Socket[] = [];
   private readonly startTimer: NodeJS.Timeout;
 
   constructor(control: Stream, start: ExecStart, runAs: RunAs, log: Logger) {
@@ -175,24 +176,45 @@ export class ExecSession {
     const sock = isPty
       ? new tty.ReadStream(ours)
       : new net.Socket({ fd: ours, readable: mode !== 'r', writable: mode !== 'w' });
-    sock.on('error', () => {});
+    this.locals.push(sock);
     if (mode !== 'w') {
-      this.inputs.push(sock);
-      pipeline(stream, sock, () => {});
+      this.inputs.push(stream);
+      stream.pipe(sock);
     } else {
       stream.resume();
     }
+    // We never write on a stream the program only reads.
+    if (mode === 'r') stream.end();
+    // The client stopped reading (its stdout is gone): close our end, so the
+    // program's next write fails with SIGPIPE as it would locally.
+    stream.on('stop', () => {
+      sock.destroy();
+      if (!stream.writableEnded) stream.end();
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      // A pty master reads EIO once the last slave fd is closed: that is its EOF.
+      if (isPty && e.code === 'EIO') {
+        sock.unpipe(stream);
+        stream.end();
+        return;
+      }
+      this.log.debug({ fd, err: e.message }, 'relay ended early');
+      // The program no longer reads this fd: the client may stop sending.
+      if (mode !== 'w') stream.stopSending();
+      if (mode !== 'r' && !stream.writableEnded) stream.end();
+    });
     if (mode !== 'r') {
       this.outputsLeft++;
-      // A pty master reads EIO once the last slave fd is closed: that is its EOF.
-      pipeline(sock, stream, (err) => {
-        if (err && !(isPty && (err as NodeJS.ErrnoException).code === 'EIO')) {
-          this.log.debug({ fd, err: err.message }, 'output relay ended early');
-        }
-        if (isPty && !stream.writableEnded && !stream.destroyed) stream.end();
+      sock.pipe(stream);
+      let counted = false;
+      const done = () => {
+        if (counted) return;
+        counted = true;
         this.outputsLeft--;
         this.maybeFinish();
-      });
+      };
+      stream.on('finish', done);
+      stream.on('close', done);
     }
   }
 
@@ -221,7 +243,9 @@ export class ExecSession {
   private maybeFinish(): void {
     if (!this.exited || this.outputsLeft > 0 || this.finished) return;
     this.finished = true;
-    for (const s of this.inputs) s.destroy();
+    // The program is gone: the client may stop sending its input.
+    for (const s of this.inputs) s.stopSending();
+    for (const l of this.locals) l.destroy();
     if (!this.control.destroyed) {
       writeMessage(this.control, this.exitEvent);
       this.control.end();

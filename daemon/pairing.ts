@@ -1,4 +1,5 @@
-// One-time pairing codes. The code lives in the state directory (hashed), so
+// One-time pairing codes. The code lives in the state directory (mode 0600:
+// the daemon needs it in clear to check HMAC proofs), so
 // `tetherd pair` on the device can open pairing for a daemon already running.
 import { randomInt, timingSafeEqual } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';

@@ -39,7 +39,15 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
     else log.debug('connection closed');
   });
 
-  conn.on('stream', async (stream) => {
+  // A failure while serving one stream ends that stream, never the daemon.
+  conn.on('stream', (stream) => {
+    handle(stream).catch((e: Error) => {
+      log.error({ err: e.message, stack: e.stack }, 'stream handler failed');
+      stream.destroy(new TransportError(ErrorCode.INTERNAL_ERROR, e.message));
+    });
+  });
+
+  async function handle(stream: Stream): Promise<void> {
     let header: ReturnType<typeof parseHeader>;
     try {
       header = parseHeader(await readHeader(stream));
@@ -88,11 +96,14 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
           list.push({ fd: header.fd, stream });
           waitingFds.set(header.exec, list);
           setTimeout(() => {
-            if (waitingFds.get(header.exec)?.some((w) => w.stream === stream)) {
-              stream.destroy(
-                new TransportError(ErrorCode.STREAM_STATE_ERROR, `no exec stream ${header.exec}`),
-              );
-            }
+            const waiting = waitingFds.get(header.exec);
+            if (!waiting?.some((w) => w.stream === stream)) return;
+            const rest = waiting.filter((w) => w.stream !== stream);
+            if (rest.length > 0) waitingFds.set(header.exec, rest);
+            else waitingFds.delete(header.exec);
+            stream.destroy(
+              new TransportError(ErrorCode.STREAM_STATE_ERROR, `no exec stream ${header.exec}`),
+            );
           }, 10_000).unref();
         } else
           stream.destroy(
@@ -111,6 +122,6 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
         stream.resume();
         return;
     }
-  });
+  }
   return conn;
 }

@@ -41,6 +41,9 @@ export interface PeerHello {
   maxStreams: number;
 }
 
+/** Bytes of unsent output beyond which we stop reading the peer. */
+const CONTROL_BACKLOG = 128 * 1024;
+
 const DEFAULTS = {
   streamWindow: 1024 * 1024,
   connectionWindow: 4 * 1024 * 1024,
@@ -108,8 +111,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private readonly ready_ = new Set<Stream>();
   private nextLocalId: number;
   private highestPeerId = -1;
-  private peerStreams = 0;
-  private localStreams = 0;
+  // Stream limits count streams ever opened, as QUIC's MAX_STREAMS: each side
+  // raises the peer's limit as the peer's streams close on its side, so the
+  // two never disagree about how many are open.
+  private localStreamLimit = Number.POSITIVE_INFINITY;
+  private peerStreamLimit: number;
+  private peerStreamsClosed = 0;
+  private readPaused = false;
   private blocked = false;
 
   private connSent = 0;
@@ -133,6 +141,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.socket = socket;
     this.nextLocalId = this.role === 'client' ? 0 : 1;
     this.connRecvMax = this.opts.connectionWindow;
+    this.peerStreamLimit = this.opts.maxStreams;
     this.readyPromise = new Promise((resolve, reject) => {
       this.once('ready', resolve);
       this.once('close', (err) =>
@@ -153,6 +162,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     );
     socket.on('drain', () => {
       this.blocked = false;
+      if (this.readPaused) {
+        this.readPaused = false;
+        socket.resume();
+      }
       this.pump();
     });
 
@@ -178,10 +191,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       throw this.closeError ?? new TransportError(ErrorCode.CONNECTION_LOST, 'connection closed');
     if (this.peerGoingAway || this.goingAway)
       throw new TransportError(ErrorCode.REFUSED, 'connection is going away');
-    if (this.peer && this.localStreams >= this.peer.maxStreams) {
+    if (this.nextLocalId >> 1 >= this.localStreamLimit) {
       throw new TransportError(
         ErrorCode.STREAM_LIMIT_ERROR,
-        `peer allows ${this.peer.maxStreams} open streams`,
+        `the peer allows ${this.localStreamLimit} streams so far`,
       );
     }
     const id = this.nextLocalId;
@@ -230,6 +243,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         this.onFrame(f);
         if (this.closed) return;
       }
+      // Answers to a peer that does not read (PONGs to a PING flood) would
+      // pile up: stop reading it until our writes drain.
+      if (this.socket.writableLength > CONTROL_BACKLOG && !this.readPaused) {
+        this.readPaused = true;
+        this.socket.pause();
+      }
     } catch (e) {
       if (e instanceof TransportError) this.close(e.code, e.message.replace(/^[A-Z_0-9]+: /, ''));
       else this.close(ErrorCode.INTERNAL_ERROR, (e as Error).message);
@@ -274,9 +293,21 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       }
       case FrameType.STOP_SENDING: {
         const s = this.existing(f.id);
-        s?.destroy(new TransportError(f.code, 'peer stopped reading', true));
+        if (s && !s.peerStopped) {
+          // Only our direction ends: unsent data is dropped, the stream's user told.
+          s.peerStopped = true;
+          this.ready_.delete(s);
+          const p = s.pending;
+          s.pending = null;
+          p?.done();
+          if (s.finPending) this._schedule(s);
+          s.emit('stop', f.code);
+        }
         return;
       }
+      case FrameType.MAX_STREAMS:
+        if (f.max > this.localStreamLimit) this.localStreamLimit = f.max;
+        return;
       case FrameType.MAX_DATA:
         if (f.max > this.connSendMax) {
           this.connSendMax = f.max;
@@ -341,6 +372,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       maxStreams: h.maxStreams,
     };
     this.connSendMax = h.connectionWindow;
+    this.localStreamLimit = h.maxStreams;
     for (const s of this.streams.values()) if (s.local) s.sendMax = h.streamWindow;
     this.emit('ready', this.peer);
     for (const s of this.streams.values()) this._schedule(s);
@@ -387,7 +419,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     }
     this.countReceived(data.length);
     s.recvOffset += data.length;
-    if (s.destroyed || s.readableEnded) {
+    if (s.destroyed || s.readableEnded || s.stopSent) {
       this.connConsumed += data.length;
       this.maybeGrantConnection();
     } else if (data.length > 0) {
@@ -395,7 +427,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     }
     if (fin) {
       s.finReceived = true;
-      if (!s.destroyed) s.deliver(null);
+      if (!s.destroyed && !s.stopSent) s.deliver(null);
     }
   }
 
@@ -411,10 +443,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private acceptPeerStream(id: number): Stream {
     this.highestPeerId = id;
-    if (this.peerStreams >= this.opts.maxStreams) {
+    if (id >> 1 >= this.peerStreamLimit) {
       throw new TransportError(
         ErrorCode.STREAM_LIMIT_ERROR,
-        `peer opened more than ${this.opts.maxStreams} streams`,
+        `peer opened stream ${id} beyond its limit of ${this.peerStreamLimit}`,
       );
     }
     const s = new Stream(this, id, this.peer!.streamWindow, this.opts.streamWindow);
@@ -429,13 +461,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private track(s: Stream): void {
     this.streams.set(s.id, s);
-    if (s.local) this.localStreams++;
-    else this.peerStreams++;
     s.on('close', () => {
       this.streams.delete(s.id);
       this.ready_.delete(s);
-      if (s.local) this.localStreams--;
-      else this.peerStreams--;
+      if (!s.local) {
+        this.peerStreamsClosed++;
+        this.peerStreamLimit = this.peerStreamsClosed + this.opts.maxStreams;
+        this.control({ type: FrameType.MAX_STREAMS, max: this.peerStreamLimit });
+      }
       // Bytes the reader never took still count as consumed for the connection.
       const unread = s.recvOffset - s.consumedReported;
       if (unread > 0) {
@@ -564,6 +597,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.control({ type: FrameType.HELLO, body });
   }
 
+  /** @internal */
+  _stopSending(s: Stream, code: number): void {
+    this.control({ type: FrameType.STOP_SENDING, id: s.id, code });
+  }
+
   /** @internal A stream was destroyed; tell the peer if it ended early. */
   _streamDestroyed(s: Stream, err: Error | null): void {
     this.ready_.delete(s);
@@ -574,7 +612,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     s.finPending = null;
     fin?.(err ?? new TransportError(ErrorCode.CANCELLED, 'stream destroyed'));
     // A RESET aborts both directions, so a reset stream needs no answer.
-    if (this.closed || (s.finSent && s.finReceived) || s.resetSent || s.resetReceived) return;
+    if (this.closed || s.resetSent || s.resetReceived) return;
+    // Done both ways (our FIN out; theirs in, or stopped by us): nothing to abort,
+    // and a RESET would make the peer drop what it has not read yet.
+    if (s.finSent && (s.finReceived || s.stopSent)) return;
     s.resetSent = true;
     const code = err instanceof TransportError ? err.code : ErrorCode.CANCELLED;
     this.control({ type: FrameType.RESET_STREAM, id: s.id, code });

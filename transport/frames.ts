@@ -1,6 +1,7 @@
 // Frame layout (docs/protocol.md): type varint, payload-length varint, payload.
 // The parser is incremental, bounds every length before allocating, and
 // reports a malformed input as a TransportError instead of throwing anything else.
+import { ByteQueue } from './bytequeue.ts';
 import { ErrorCode, TransportError } from './errors.ts';
 import { readVarint, VarintRangeError, varintLength, writeVarint } from './varint.ts';
 
@@ -16,6 +17,7 @@ export const FrameType = {
   PONG: 0x09,
   GOAWAY: 0x0a,
   CLOSE: 0x0b,
+  MAX_STREAMS: 0x0c,
 } as const;
 
 /** Largest payload a peer may send; larger frames close the connection. */
@@ -29,6 +31,7 @@ export type Frame =
   | { type: typeof FrameType.RESET_STREAM; id: number; code: number }
   | { type: typeof FrameType.STOP_SENDING; id: number; code: number }
   | { type: typeof FrameType.MAX_DATA; max: number }
+  | { type: typeof FrameType.MAX_STREAMS; max: number }
   | { type: typeof FrameType.MAX_STREAM_DATA; id: number; max: number }
   | { type: typeof FrameType.PING; opaque: Buffer }
   | { type: typeof FrameType.PONG; opaque: Buffer }
@@ -52,7 +55,15 @@ function frame(type: number, parts: (number | Uint8Array)[]): Buffer {
   return buf;
 }
 
-const utf8 = (s: string) => Buffer.from(s, 'utf8').subarray(0, 1024);
+/** A reason as UTF-8, cut to 1024 bytes at a character boundary. */
+function utf8(s: string): Buffer {
+  const b = Buffer.from(s, 'utf8');
+  if (b.length <= 1024) return b;
+  let end = 1024;
+  // Back off continuation bytes (10xxxxxx) so the cut falls before a character.
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
+  return b.subarray(0, end);
+}
 
 export function encodeFrame(f: Frame): Buffer {
   switch (f.type) {
@@ -64,6 +75,7 @@ export function encodeFrame(f: Frame): Buffer {
     case FrameType.STOP_SENDING:
       return frame(f.type, [f.id, f.code]);
     case FrameType.MAX_DATA:
+    case FrameType.MAX_STREAMS:
       return frame(f.type, [f.max]);
     case FrameType.MAX_STREAM_DATA:
       return frame(f.type, [f.id, f.max]);
@@ -155,8 +167,12 @@ export function decodePayload(type: number, payload: Buffer): Frame {
       r.end();
       return { type, id, code };
     }
-    case FrameType.MAX_DATA: {
-      const r = new PayloadReader(payload, 'MAX_DATA');
+    case FrameType.MAX_DATA:
+    case FrameType.MAX_STREAMS: {
+      const r = new PayloadReader(
+        payload,
+        type === FrameType.MAX_DATA ? 'MAX_DATA' : 'MAX_STREAMS',
+      );
       const max = r.varint();
       r.end();
       return { type, max };
@@ -189,13 +205,17 @@ export function decodePayload(type: number, payload: Buffer): Frame {
   }
 }
 
+/** A frame header: 1–8 bytes of type, 1–8 of length. */
+const MAX_HEADER = 16;
+
 /**
  * Incremental frame parser: push bytes, get whole frames. Holds at most one
  * frame's worth of bytes; a declared length above the cap fails at once.
  */
 export class FrameParser {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly queue = new ByteQueue();
+  /** Type, header length and payload length of the frame being gathered. */
+  private head: { type: number; headLen: number; payloadLen: number } | null = null;
   readonly maxPayload: number;
   constructor(maxPayload = MAX_FRAME_PAYLOAD) {
     this.maxPayload = maxPayload;
@@ -203,41 +223,39 @@ export class FrameParser {
 
   /** Appends bytes and returns the frames now complete; throws TransportError. */
   push(data: Buffer): Frame[] {
-    this.chunks.push(data);
-    this.buffered += data.length;
+    this.queue.push(data);
     const frames: Frame[] = [];
-    let buf =
-      this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-    let off = 0;
     for (;;) {
-      let t: ReturnType<typeof readVarint>;
-      let l: ReturnType<typeof readVarint> = null;
-      try {
-        t = readVarint(buf, off);
-        if (t) l = readVarint(buf, off + t.length);
-      } catch {
-        throw fail(ErrorCode.FRAME_ENCODING_ERROR, 'frame header varint beyond 2^53-1');
+      if (!this.head) {
+        const buf = this.queue.peek(MAX_HEADER);
+        let t: ReturnType<typeof readVarint>;
+        let l: ReturnType<typeof readVarint> = null;
+        try {
+          t = readVarint(buf, 0);
+          if (t) l = readVarint(buf, t.length);
+        } catch {
+          throw fail(ErrorCode.FRAME_ENCODING_ERROR, 'frame header varint beyond 2^53-1');
+        }
+        if (!t || !l) break;
+        if (l.value > this.maxPayload) {
+          throw fail(
+            ErrorCode.FRAME_SIZE_ERROR,
+            `frame of ${l.value} bytes exceeds ${this.maxPayload}`,
+          );
+        }
+        this.head = { type: t.value, headLen: t.length + l.length, payloadLen: l.value };
       }
-      if (!t || !l) break;
-      if (l.value > this.maxPayload) {
-        throw fail(
-          ErrorCode.FRAME_SIZE_ERROR,
-          `frame of ${l.value} bytes exceeds ${this.maxPayload}`,
-        );
-      }
-      const start = off + t.length + l.length;
-      if (buf.length - start < l.value) break;
-      frames.push(decodePayload(t.value, buf.subarray(start, start + l.value)));
-      off = start + l.value;
+      const { type, headLen, payloadLen } = this.head;
+      if (this.queue.length < headLen + payloadLen) break;
+      this.head = null;
+      const bytes = this.queue.take(headLen + payloadLen);
+      frames.push(decodePayload(type, bytes.subarray(headLen)));
     }
-    buf = buf.subarray(off);
-    this.chunks = buf.length ? [buf] : [];
-    this.buffered = buf.length;
     return frames;
   }
 
   /** Bytes of an incomplete frame still held; non-zero at EOF means truncation. */
   get pending(): number {
-    return this.buffered;
+    return this.queue.length;
   }
 }

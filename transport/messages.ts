@@ -1,7 +1,9 @@
 // Control messages inside a stream: a varint length, then one MessagePack
-// value. Bulk bytes never go through here; they are raw stream data.
+// value (never nil: nil would read as the end of the stream). Bulk bytes
+// never go through here; they are raw stream data.
 import type { Duplex } from 'node:stream';
 import { decode, encode } from '@msgpack/msgpack';
+import { ByteQueue } from './bytequeue.ts';
 import { ErrorCode, TransportError } from './errors.ts';
 import { readVarint, varintLength, writeVarint } from './varint.ts';
 
@@ -20,6 +22,33 @@ export function writeMessage(stream: Duplex, value: unknown): boolean {
   return stream.write(encodeMessage(value));
 }
 
+const bad = (what: string) => new TransportError(ErrorCode.MESSAGE_ERROR, what);
+
+/**
+ * Takes one whole message off the front of `q`: the value, or undefined if
+ * it is not all there yet. Throws MESSAGE_ERROR for a malformed one.
+ */
+function takeMessage(q: ByteQueue): unknown {
+  let h: ReturnType<typeof readVarint>;
+  try {
+    h = readVarint(q.peek(8), 0);
+  } catch {
+    throw bad('message length beyond 2^53-1');
+  }
+  if (!h) return undefined;
+  if (h.value > MAX_MESSAGE) throw bad(`message of ${h.value} bytes exceeds ${MAX_MESSAGE}`);
+  if (q.length < h.length + h.value) return undefined;
+  const body = q.take(h.length + h.value).subarray(h.length);
+  let value: unknown;
+  try {
+    value = decode(body);
+  } catch (e) {
+    throw bad(`bad MessagePack: ${(e as Error).message}`);
+  }
+  if (value === null || value === undefined) throw bad('nil message');
+  return value;
+}
+
 const QUEUE_LIMIT = 64;
 
 /**
@@ -28,7 +57,7 @@ const QUEUE_LIMIT = 64;
  * middle of one rejects with a MESSAGE_ERROR.
  */
 export class MessageReader {
-  private buf: Buffer = Buffer.alloc(0);
+  private readonly bytes = new ByteQueue();
   private readonly queue: unknown[] = [];
   private waiter: { resolve: (v: unknown) => void; reject: (e: Error) => void } | null = null;
   private ended = false;
@@ -40,14 +69,14 @@ export class MessageReader {
     stream.on('data', (d: Buffer) => this.onData(d));
     stream.on('end', () => {
       this.ended = true;
-      if (this.buf.length > 0)
-        this.fail(new TransportError(ErrorCode.MESSAGE_ERROR, 'stream ended inside a message'));
+      if (this.bytes.length > 0) this.fail(bad('stream ended inside a message'));
       this.wake();
     });
     stream.on('error', (e) => this.fail(e));
     stream.on('close', () => {
-      if (!this.ended && !this.error)
+      if (!this.ended && !this.error) {
         this.fail(new TransportError(ErrorCode.CANCELLED, 'stream closed'));
+      }
     });
   }
 
@@ -72,37 +101,13 @@ export class MessageReader {
 
   private onData(d: Buffer): void {
     if (this.error) return;
-    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    for (;;) {
-      let h: ReturnType<typeof readVarint>;
-      try {
-        h = readVarint(this.buf, 0);
-      } catch {
-        return this.fail(
-          new TransportError(ErrorCode.MESSAGE_ERROR, 'message length beyond 2^53-1'),
-        );
+    this.bytes.push(d);
+    try {
+      for (let m = takeMessage(this.bytes); m !== undefined; m = takeMessage(this.bytes)) {
+        this.queue.push(m);
       }
-      if (!h) break;
-      if (h.value > MAX_MESSAGE) {
-        return this.fail(
-          new TransportError(
-            ErrorCode.MESSAGE_ERROR,
-            `message of ${h.value} bytes exceeds ${MAX_MESSAGE}`,
-          ),
-        );
-      }
-      if (this.buf.length < h.length + h.value) break;
-      const body = this.buf.subarray(h.length, h.length + h.value);
-      this.buf = this.buf.subarray(h.length + h.value);
-      let msg: unknown;
-      try {
-        msg = decode(body);
-      } catch (e) {
-        return this.fail(
-          new TransportError(ErrorCode.MESSAGE_ERROR, `bad MessagePack: ${(e as Error).message}`),
-        );
-      }
-      this.queue.push(msg);
+    } catch (e) {
+      return this.fail(e as Error);
     }
     if (this.queue.length > QUEUE_LIMIT) this.stream.pause();
     this.wake();
@@ -136,52 +141,27 @@ export class MessageReader {
  */
 export function readHeader(stream: Duplex): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    let buf: Buffer = Buffer.alloc(0);
-    const done = (err: Error | null, value?: unknown, rest?: Buffer) => {
+    const q = new ByteQueue();
+    const done = (err: Error | null, value?: unknown) => {
       stream.off('readable', onReadable);
       stream.off('end', onEnd);
       stream.off('error', onError);
       if (err) return reject(err);
-      if (rest && rest.length > 0) stream.unshift(rest);
+      if (q.length > 0) stream.unshift(q.takeAll());
       resolve(value);
     };
-    const onEnd = () =>
-      done(new TransportError(ErrorCode.MESSAGE_ERROR, 'stream ended before its header'));
+    const onEnd = () => done(bad('stream ended before its header'));
     const onError = (e: Error) => done(e);
     const onReadable = () => {
-      for (
-        let chunk = stream.read() as Buffer | null;
-        chunk !== null;
-        chunk = stream.read() as Buffer | null
-      ) {
-        buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
-        let h: ReturnType<typeof readVarint>;
+      for (let c = stream.read() as Buffer | null; c !== null; c = stream.read() as Buffer | null) {
+        q.push(c);
+        let value: unknown;
         try {
-          h = readVarint(buf, 0);
-        } catch {
-          return done(new TransportError(ErrorCode.MESSAGE_ERROR, 'header length beyond 2^53-1'));
-        }
-        if (!h) continue;
-        if (h.value > MAX_MESSAGE) {
-          return done(
-            new TransportError(
-              ErrorCode.MESSAGE_ERROR,
-              `header of ${h.value} bytes exceeds ${MAX_MESSAGE}`,
-            ),
-          );
-        }
-        if (buf.length < h.length + h.value) continue;
-        try {
-          const value = decode(buf.subarray(h.length, h.length + h.value));
-          return done(null, value, buf.subarray(h.length + h.value));
+          value = takeMessage(q);
         } catch (e) {
-          return done(
-            new TransportError(
-              ErrorCode.MESSAGE_ERROR,
-              `bad MessagePack header: ${(e as Error).message}`,
-            ),
-          );
+          return done(e as Error);
         }
+        if (value !== undefined) return done(null, value);
       }
     };
     stream.on('readable', onReadable);

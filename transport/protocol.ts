@@ -81,6 +81,14 @@ function bad(what: string): TransportError {
   return new TransportError(ErrorCode.MESSAGE_ERROR, what);
 }
 
+/** A peer's value in an error message: short, and never a deep walk of it. */
+function show(x: unknown): string {
+  if (typeof x === 'string') return JSON.stringify(x.slice(0, 40));
+  if (typeof x === 'number' || typeof x === 'boolean' || x === null || x === undefined)
+    return String(x);
+  return Array.isArray(x) ? 'an array' : `a ${typeof x}`;
+}
+
 function isObj(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x) && !(x instanceof Uint8Array);
 }
@@ -120,6 +128,13 @@ function parseExecStart(m: Record<string, unknown>): ExecStart {
     seen.add(f.fd);
     return { fd: f.fd, mode: f.mode };
   });
+  // With a pty, fd 0 carries the terminal both ways and 1 and 2 are the same terminal.
+  if (
+    tty &&
+    (!fds.some((f) => f.fd === 0 && f.mode === 'rw') || fds.some((f) => f.fd === 1 || f.fd === 2))
+  ) {
+    throw bad('with tty, fds must hold fd 0 (rw) and neither 1 nor 2');
+  }
   return { kind: 'exec', argv, file, env, cwd: m.cwd, umask: m.umask, tty, fds };
 }
 
@@ -137,7 +152,7 @@ export function parseHeader(x: unknown): Header {
         throw bad('bad pair request');
       return { kind: 'pair', name: x.name, proof: x.proof };
     default:
-      throw bad(`unknown stream kind ${JSON.stringify(x.kind)}`);
+      throw bad(`unknown stream kind ${show(x.kind)}`);
   }
 }
 
@@ -153,7 +168,7 @@ export function parseExecControl(x: unknown): ExecControl {
   if (x.type === 'resize' && isUint(x.rows, 0xffff) && isUint(x.cols, 0xffff)) {
     return { type: 'resize', rows: x.rows, cols: x.cols };
   }
-  throw bad(`bad exec control ${JSON.stringify(x.type)}`);
+  throw bad(`bad exec control ${show(x.type)}`);
 }
 
 export function parseExecEvent(x: unknown): ExecEvent {
@@ -177,7 +192,7 @@ export function parseExecEvent(x: unknown): ExecEvent {
       }
       break;
   }
-  throw bad(`bad exec event ${JSON.stringify(x.type)}`);
+  throw bad(`bad exec event ${show(x.type)}`);
 }
 
 export function parsePairReply(x: unknown): PairReply {

@@ -21,6 +21,10 @@ export class Stream extends Duplex {
   /** @internal */ finSent = false;
   /** @internal */ resetSent = false;
   /** @internal */ resetReceived = false;
+  /** The peer will read no more: what we write is dropped (see 'stop'). */
+  peerStopped = false;
+  /** @internal We asked the peer to stop sending; its data is dropped on arrival. */
+  stopSent = false;
 
   // Receive side: the credit we granted and how much the reader has taken.
   /** @internal */ recvOffset = 0;
@@ -52,6 +56,7 @@ export class Stream extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.peerStopped) return cb();
     this.pending = { data: chunk, done: cb };
     this.conn._schedule(this);
   }
@@ -89,6 +94,20 @@ export class Stream extends Duplex {
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
     this.conn._streamDestroyed(this, err);
     cb(err);
+  }
+
+  /**
+   * Stops reading: the peer is asked to stop sending (its writes are then
+   * dropped and it sees 'stop'); our readable side ends here. The other
+   * direction goes on.
+   */
+  stopSending(code: number = ErrorCode.CANCELLED): void {
+    if (this.stopSent || this.finReceived || this.destroyed) return;
+    this.stopSent = true;
+    this.inbox = [];
+    this.conn._stopSending(this, code);
+    this.push(null);
+    this.resume();
   }
 
   /** Aborts the stream in both directions with an application error code. */
