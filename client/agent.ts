@@ -154,7 +154,8 @@ export async function serveAgent(d: DeviceConfig, opts: AgentOptions): Promise<v
     }
     for (const l of locals) l.close(ErrorCode.CONNECTION_LOST, why);
     upstream.close();
-    process.exitCode = 0;
+    // Nothing is left to serve: leave now rather than wait on stray timers.
+    setImmediate(() => process.exit(0));
   };
   const armIdle = () => {
     if (locals.size > 0 || launches > 0) return;

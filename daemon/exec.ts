@@ -34,6 +34,8 @@ function signalName(n: number): string {
   return String(n);
 }
 
+const PIPE_SIZE = 1024 * 1024;
+
 /** The daemon's end of one program fd and the program's end, before spawn. */
 interface FdPlumbing {
   fd: number;
@@ -105,7 +107,9 @@ export class ExecSession {
           const [a, b] = native.socketpair();
           plumbing.push({ fd, mode, ours: a, theirs: b });
         } else {
-          const [r, w] = native.pipe();
+          // A 1 MiB pipe lets a program run ahead of the relay instead of
+          // blocking every 64 KiB (each block is a wake-up on both sides).
+          const [r, w] = native.pipe(PIPE_SIZE);
           plumbing.push(
             mode === 'r' ? { fd, mode, ours: w, theirs: r } : { fd, mode, ours: r, theirs: w },
           );

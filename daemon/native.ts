@@ -46,7 +46,7 @@ export interface Winsize {
 interface Addon {
   spawn(opts: SpawnOptions): number;
   waitpid(pid: number): ExitStatus | null;
-  pipe(): [number, number];
+  pipe(size?: number): [number, number];
   socketpair(): [number, number];
   openpty(): Pty;
   setWinsize(fd: number, rows: number, cols: number): void;
@@ -77,7 +77,7 @@ export const spawn: (opts: SpawnOptions) => number = addon.spawn;
 /** Non-blocking wait on exactly `pid` (never -1, so libuv keeps its own children): null if running. */
 export const waitpid: (pid: number) => ExitStatus | null = addon.waitpid;
 /** [readFd, writeFd], both close-on-exec. */
-export const pipe: () => [number, number] = addon.pipe;
+export const pipe: (size?: number) => [number, number] = addon.pipe;
 export const socketpair: () => [number, number] = addon.socketpair;
 /** Master and slave, both close-on-exec and not the daemon's controlling terminal. */
 export const openpty: () => Pty = addon.openpty;

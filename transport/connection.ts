@@ -41,12 +41,15 @@ export interface PeerHello {
   maxStreams: number;
 }
 
-/** Bytes of unsent output beyond which we stop reading the peer. */
+/** Bytes of stream data queued on the socket before the sender waits for 'drain'. */
+const SEND_BUFFER = 256 * 1024;
+
+/** Bytes of unflushed control frames beyond which we stop reading the peer. */
 const CONTROL_BACKLOG = 128 * 1024;
 
 const DEFAULTS = {
-  streamWindow: 1024 * 1024,
-  connectionWindow: 4 * 1024 * 1024,
+  streamWindow: 4 * 1024 * 1024,
+  connectionWindow: 16 * 1024 * 1024,
   maxStreams: 1024,
   idleTimeoutMs: 60_000,
 };
@@ -118,6 +121,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private peerStreamLimit: number;
   private peerStreamsClosed = 0;
   private readPaused = false;
+  /** Bytes of control frames written but not yet flushed. */
+  private controlQueued = 0;
   private blocked = false;
 
   private connSent = 0;
@@ -245,7 +250,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       }
       // Answers to a peer that does not read (PONGs to a PING flood) would
       // pile up: stop reading it until our writes drain.
-      if (this.socket.writableLength > CONTROL_BACKLOG && !this.readPaused) {
+      if (this.controlQueued > CONTROL_BACKLOG && !this.readPaused) {
         this.readPaused = true;
         this.socket.pause();
       }
@@ -311,6 +316,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       case FrameType.MAX_DATA:
         if (f.max > this.connSendMax) {
           this.connSendMax = f.max;
+          // Streams that stopped for want of connection credit left the ready set.
+          for (const st of this.streams.values())
+            if (st.pending || st.finPending) this.ready_.add(st);
           this.pump();
         }
         return;
@@ -578,12 +586,20 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   private write(buf: Buffer): void {
-    if (!this.socket.write(buf)) this.blocked = true;
+    this.socket.write(buf);
+    // A socket's own high-water mark (16 KiB) would let one chunk be in
+    // flight at a time; keep a few hundred KiB queued so the kernel and TLS
+    // always have work. 'drain' follows, since write() returned false.
+    if (this.socket.writableLength >= SEND_BUFFER) this.blocked = true;
   }
 
   private control(f: Frame): void {
     if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
-    this.socket.write(encodeFrame(f));
+    const buf = encodeFrame(f);
+    this.controlQueued += buf.length;
+    this.socket.write(buf, () => {
+      this.controlQueued -= buf.length;
+    });
   }
 
   private sendHello(): void {

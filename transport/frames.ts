@@ -23,7 +23,7 @@ export const FrameType = {
 /** Largest payload a peer may send; larger frames close the connection. */
 export const MAX_FRAME_PAYLOAD = 64 * 1024 + 64;
 /** Largest stream data carried by one frame we send. */
-export const MAX_STREAM_CHUNK = 32 * 1024;
+export const MAX_STREAM_CHUNK = 60 * 1024;
 
 export type Frame =
   | { type: typeof FrameType.HELLO; body: Uint8Array }

@@ -39,8 +39,6 @@ export class Stream extends Duplex {
   /** @internal */ readonly window: number;
 
   constructor(conn: Connection, id: number, sendMax: number, window: number) {
-    // The reader's buffer stays under a quarter of the window, so when _read
-    // finds nothing left to push the unread part is small and credit is due.
     const hwm = Math.min(64 * 1024, Math.floor(window / 4));
     super({ allowHalfOpen: true, readableHighWaterMark: hwm, writableHighWaterMark: 64 * 1024 });
     this.conn = conn;
@@ -61,6 +59,13 @@ export class Stream extends Duplex {
     this.conn._schedule(this);
   }
 
+  // Writes queued while one is in flight leave as one: a program writing 4 KiB
+  // at a time would otherwise cost a frame and a TLS record per write.
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    const data = chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk));
+    this._write(data, 'binary', cb);
+  }
+
   override _final(cb: (err?: Error | null) => void): void {
     this.finPending = cb;
     this.conn._schedule(this);
@@ -75,7 +80,10 @@ export class Stream extends Duplex {
   /** @internal Data (or null for FIN) that arrived from the peer. */
   deliver(data: Buffer | null): void {
     this.inbox.push(data);
-    if (this.wantRead) this.drainInbox();
+    if (this.wantRead) {
+      this.drainInbox();
+      this.conn._consumed(this);
+    }
   }
 
   private drainInbox(): void {
@@ -115,8 +123,13 @@ export class Stream extends Duplex {
     this.destroy(new TransportError(code, reason));
   }
 
-  /** Bytes the reader has taken out of the stream so far. */
+  /**
+   * Bytes handed to the reader. They leave our inbox only when the reader
+   * asks (_read), and Node's own buffer stops taking more past its
+   * high-water mark, so counting them as consumed keeps memory within the
+   * window plus one chunk, without depending on when Node calls _read again.
+   */
   /** @internal */ get consumed(): number {
-    return this.pushed - this.readableLength;
+    return this.pushed;
   }
 }

@@ -547,10 +547,17 @@ static napi_value fd_pair(napi_env env, const int fds[2]) {
   return res;
 }
 
+/* pipe(size?): a close-on-exec pipe; with size, its buffer is asked to be that large
+ * (F_SETPIPE_SZ, best effort: the kernel caps it at /proc/sys/fs/pipe-max-size). */
 static napi_value js_pipe(napi_env env, napi_callback_info info) {
-  (void)info;
+  size_t argc = 1;
+  napi_value arg;
+  napi_get_cb_info(env, info, &argc, &arg, NULL, NULL);
+  int32_t size = 0;
+  if (argc >= 1) napi_get_value_int32(env, arg, &size);
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) return throw_errno(env, "pipe2", errno);
+  if (size > 0) (void)fcntl(fds[0], F_SETPIPE_SZ, size);
   return fd_pair(env, fds);
 }
 
