@@ -3,31 +3,33 @@
 import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
+import type { FdMode, FdSpec } from '../transport/protocol.ts';
 import { connectAgent, serveAgent, startAgentProcess, stopAgent } from './agent.ts';
 import { cliFds, cliIO, mirrorSignal, windowSize } from './cli-io.ts';
 import { type DeviceConfig, loadConfig } from './config.ts';
 import { connect, resolveDevice } from './connect.ts';
 import { TetherError } from './errors.ts';
-import { inheritedFds } from './fds.ts';
 import { pair } from './pair.ts';
 import { run } from './run.ts';
 import { printLine, restoreBlocking } from './stdio.ts';
 
 export const DEFAULT_PORT = 1202;
 
-/** Set by bin/tether before Node hides which fds were inherited. */
+/**
+ * Set by the launcher (bin/tether) to the fds it inherited, as "5:w,4:r":
+ * Node marks every inherited fd close-on-exec at startup, after which they
+ * cannot be told from its own. Started without the launcher, a run gets
+ * fds 0-2 only.
+ */
 const INHERITED_ENV = 'TETHER_INHERITED_FDS';
 
-function extraFds() {
-  const v = process.env[INHERITED_ENV];
-  if (v === undefined) return inheritedFds();
-  return v
-    .split(',')
-    .filter(Boolean)
-    .map((e) => {
-      const [fd, mode] = e.split(':');
-      return { fd: Number(fd), mode: mode as 'r' | 'w' | 'rw' };
-    });
+function extraFds(): FdSpec[] {
+  const out: FdSpec[] = [];
+  for (const e of (process.env[INHERITED_ENV] ?? '').split(',')) {
+    const m = /^(\d+):(r|w|rw)$/.exec(e);
+    if (m && Number(m[1]) > 2) out.push({ fd: Number(m[1]), mode: m[2] as FdMode });
+  }
+  return out;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
