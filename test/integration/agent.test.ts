@@ -1,9 +1,9 @@
 // Runs through the per-device agent: one TLS connection serves many runs.
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { agentPaths } from '../../client/agent.ts';
+import { sleepers, waitFor } from '../lib/procs.ts';
 import { startDaemon, TETHER, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon();
@@ -47,15 +47,8 @@ t.test('agent: runs share one connection and behave as direct runs', async (t) =
 t.test('agent: the native launcher runs the plain form itself', async (t) => {
   const marker = `450.${process.pid}6`;
   const run = tether(d, ['run', 'sleep', marker]);
-  const seen = () => {
-    try {
-      return execFileSync('pgrep', ['-f', `^sleep ${marker.replace('.', '\\.')}$`]).length > 0;
-    } catch {
-      return false;
-    }
-  };
-  for (let i = 0; i < 100 && !seen(); i++) await new Promise((r) => setTimeout(r, 100));
-  t.ok(seen(), 'sleep runs on the device');
+  const seen = () => sleepers(marker).length > 0;
+  t.ok(await waitFor(seen, 10_000), 'sleep runs on the device');
   t.match(
     readlinkSync(`/proc/${run.child.pid}/exe`),
     /build\/tether-launch$/,
@@ -96,19 +89,14 @@ t.test('agent: the native launcher runs the plain form itself', async (t) => {
 t.test('agent: a run killed while running leaves nothing on the device', async (t) => {
   const marker = `400.${process.pid}4`;
   const run = tether(d, ['run', 'sleep', marker]);
-  const seen = () => {
-    try {
-      return execFileSync('pgrep', ['-f', `^sleep ${marker.replace('.', '\\.')}$`]).length > 0;
-    } catch {
-      return false;
-    }
-  };
-  for (let i = 0; i < 100 && !seen(); i++) await new Promise((r) => setTimeout(r, 100));
-  t.ok(seen(), 'sleep runs on the device');
+  const seen = () => sleepers(marker).length > 0;
+  t.ok(await waitFor(seen, 10_000), 'sleep runs on the device');
   run.child.kill('SIGKILL');
   await run;
-  for (let i = 0; i < 50 && seen(); i++) await new Promise((r) => setTimeout(r, 100));
-  t.notOk(seen(), 'the agent passed the abort on and the daemon killed the run');
+  t.ok(
+    await waitFor(() => !seen(), 5_000),
+    'the agent passed the abort on and the daemon killed the run',
+  );
 });
 
 t.test('agent: --stop ends it and a stale socket is ignored', async (t) => {

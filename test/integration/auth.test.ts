@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { fingerprintOf, fingerprintOfPem, loadOrCreateIdentity } from '../../transport/identity.ts';
 import type { Device } from '../lib/device.ts';
+import { waitFor } from '../lib/procs.ts';
 import { ROOT, startDaemon, TETHERD, type TestDaemon, tether } from '../lib/tetherd.ts';
 
 const [paired, stranger] = await Promise.all([startDaemon(), startDaemon({ unpaired: true })]);
@@ -71,15 +72,6 @@ function logOf(stderr: string): Record<string, unknown>[] {
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
-async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (cond()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return cond();
 }
 
 /** Only tether's own one-line error: nothing else on stderr. */

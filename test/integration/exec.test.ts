@@ -4,33 +4,12 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { sleepers, waitFor } from '../lib/procs.ts';
 import { startDaemon, TETHER, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon({ extraArgs: ['--idle-timeout', '3'] });
 t.teardown(() => d.stop());
 const tmp = mkdtempSync(join(tmpdir(), 'tether-exec-'));
-
-/** `sleep MARKER` processes, anywhere on the machine (the namespace shares our pids). */
-function processesWith(marker: string): string[] {
-  try {
-    return execFileSync('pgrep', ['-af', `^sleep ${marker.replace(/\./g, '\\.')}$`], {
-      encoding: 'utf8',
-    })
-      .split('\n')
-      .filter((l) => l && !l.includes('pgrep'));
-  } catch {
-    return [];
-  }
-}
-
-async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (cond()) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return cond();
-}
 
 t.test('exit status, stdout and stderr stay separate', async (t) => {
   const r = await tether(d, ['run', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
@@ -128,11 +107,11 @@ t.test('no pty without -t; a pty with its size with -t', async (t) => {
 t.test('SIGINT to tether ends sleep 100 on the device', async (t) => {
   const marker = `100.${process.pid}1`;
   const run = tether(d, ['run', 'sleep', marker]);
-  t.ok(await waitFor(() => processesWith(marker).length > 0, 10_000), 'sleep started');
+  t.ok(await waitFor(() => sleepers(marker).length > 0, 10_000), 'sleep started');
   run.child.kill('SIGINT');
   const r = await run;
   t.equal(r.signal, 'SIGINT', 'tether died of the same signal');
-  t.ok(await waitFor(() => processesWith(marker).length === 0, 5_000), 'sleep is gone');
+  t.ok(await waitFor(() => sleepers(marker).length === 0, 5_000), 'sleep is gone');
 });
 
 t.test('killing the connection leaves no process of the run', async (t) => {
@@ -143,11 +122,11 @@ t.test('killing the connection leaves no process of the run', async (t) => {
     '-c',
     `sleep ${marker} & (sleep ${marker}; true) & sleep ${marker}`,
   ]);
-  t.ok(await waitFor(() => processesWith(marker).length === 3, 10_000), 'the tree started');
+  t.ok(await waitFor(() => sleepers(marker).length === 3, 10_000), 'the tree started');
   run.child.kill('SIGKILL');
   await run;
   t.ok(
-    await waitFor(() => processesWith(marker).length === 0, 5_000),
+    await waitFor(() => sleepers(marker).length === 0, 5_000),
     'every process of the run is gone',
   );
 });
@@ -155,16 +134,13 @@ t.test('killing the connection leaves no process of the run', async (t) => {
 t.test('a dead link (no FIN) times out and kills the run', async (t) => {
   const marker = `300.${process.pid}3`;
   const run = tether(d, ['run', 'sleep', marker]);
-  t.ok(await waitFor(() => processesWith(marker).length > 0, 10_000), 'sleep started');
+  t.ok(await waitFor(() => sleepers(marker).length > 0, 10_000), 'sleep started');
   execFileSync('ip', ['link', 'set', d.device.hostIf, 'down']);
   try {
     const r = await run;
     t.equal(r.code, 255, 'tether reports its own error');
     t.match(r.stderr, /^tether: dev: .*(IDLE_TIMEOUT|nothing heard)/m);
-    t.ok(
-      await waitFor(() => processesWith(marker).length === 0, 10_000),
-      'the daemon killed the run',
-    );
+    t.ok(await waitFor(() => sleepers(marker).length === 0, 10_000), 'the daemon killed the run');
   } finally {
     execFileSync('ip', ['link', 'set', d.device.hostIf, 'up']);
     execFileSync('ip', ['addr', 'replace', `${d.device.hostAddr}/30`, 'dev', d.device.hostIf]);

@@ -1,0 +1,26 @@
+// Waiting on conditions and finding the processes a run started: the test
+// device shares our pid namespace, so its processes are visible here.
+import { execFileSync } from 'node:child_process';
+
+/** Polls `cond` until it holds or `ms` pass; returns its last value. */
+export async function waitFor(cond: () => boolean, ms: number, stepMs = 100): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return cond();
+}
+
+/** Command lines of `sleep MARKER` processes (markers are numbers unique to a test). */
+export function sleepers(marker: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-af', `^sleep ${marker.replace(/\./g, '\\.')}$`], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter((l) => l && !l.includes('pgrep'));
+  } catch {
+    return [];
+  }
+}
