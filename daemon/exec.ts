@@ -1,7 +1,7 @@
 // One `exec` stream: start a program with the client's argv, env, cwd, umask,
 // fds and optional pty; relay its fds over `fd` streams; forward signals;
 // report the exit only after every output stream has been delivered.
-import { closeSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { constants } from 'node:os';
 import tty from 'node:tty';
@@ -237,8 +237,13 @@ export class ExecSession {
 
   private signal(name: string): void {
     if (this.exited) return;
+    // The run's process group is orphaned (its parent, tetherd, is in another
+    // session), and the kernel drops a TSTP whose default action would stop
+    // such a group. Do what the default would have done locally: stop it,
+    // unless the program catches TSTP itself (an editor, a shell).
+    const sig = name === 'TSTP' && !catches(this.pid, signalNumber('TSTP')) ? 'STOP' : name;
     try {
-      process.kill(-this.pid, signalNumber(name));
+      process.kill(-this.pid, signalNumber(sig));
     } catch {
       // The group is gone; the exit is on its way.
     }
@@ -276,6 +281,16 @@ export class ExecSession {
       killTree(this.pid);
     }
     this.finished = true;
+  }
+}
+
+/** Whether `pid` has a handler for signal `n` (SigCgt in /proc/PID/status). */
+function catches(pid: number, n: number): boolean {
+  try {
+    const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m ? ((BigInt(`0x${m[1]}`) >> BigInt(n - 1)) & 1n ? true : false) : false;
+  } catch {
+    return false;
   }
 }
 

@@ -86,6 +86,35 @@ t.test('agent: the native launcher runs the plain form itself', async (t) => {
   t.equal(missing.stderr, 'tether: no-such-program-here: No such file or directory\n');
 });
 
+t.test('agent: TSTP stops the program and tether, CONT resumes both', async (t) => {
+  const marker = `600.${process.pid}7`;
+  const run = tether(d, ['run', 'sleep', marker]);
+  t.ok(await waitFor(() => sleepers(marker).length > 0, 10_000), 'sleep started');
+  const pid = Number.parseInt(sleepers(marker)[0]!, 10);
+  // The state letter of /proc/PID/stat: T when stopped.
+  const state = (p: number) => {
+    try {
+      return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]![0];
+    } catch {
+      return 'gone';
+    }
+  };
+  run.child.kill('SIGTSTP');
+  t.ok(await waitFor(() => state(pid) === 'T', 5_000), 'the program on the device is stopped');
+  t.ok(
+    await waitFor(() => state(run.child.pid!) === 'T', 5_000),
+    'tether stopped itself, as job control expects',
+  );
+  run.child.kill('SIGCONT');
+  t.ok(
+    await waitFor(() => state(pid) === 'S' || state(pid) === 'R', 5_000),
+    `CONT resumed the program (${state(pid)})`,
+  );
+  run.child.kill('SIGTERM');
+  const r = await run;
+  t.equal(r.signal, 'SIGTERM');
+});
+
 t.test('agent: a run killed while running leaves nothing on the device', async (t) => {
   const marker = `400.${process.pid}4`;
   const run = tether(d, ['run', 'sleep', marker]);

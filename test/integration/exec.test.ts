@@ -1,6 +1,6 @@
 // `tether run` against a real tetherd across a veth link with real TLS.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -212,4 +212,19 @@ t.test('a stalled reader of stdout does not hold back stderr', async (t) => {
   const r = await run;
   t.equal(r.code, 0);
   t.equal(bytes, 50_000_000, 'all of stdout arrived afterwards');
+});
+
+t.test('a forwarded USR1 reaches the program', async (t) => {
+  const flag = join(tmp, 'usr1-ready');
+  const run = tether(d, [
+    'run',
+    'sh',
+    '-c',
+    `trap "echo got-usr1; exit 7" USR1; touch ${flag}; while :; do sleep 0.1; done`,
+  ]);
+  t.ok(await waitFor(() => existsSync(flag), 10_000), 'the program runs');
+  run.child.kill('SIGUSR1');
+  const r = await run;
+  t.equal(r.code, 7);
+  t.match(r.stdout, /got-usr1/);
 });
