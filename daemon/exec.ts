@@ -288,7 +288,7 @@ export class ExecSession {
 function catches(pid: number, n: number): boolean {
   try {
     const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
-    return m ? ((BigInt(`0x${m[1]}`) >> BigInt(n - 1)) & 1n ? true : false) : false;
+    return m !== null && ((BigInt(`0x${m[1]}`) >> BigInt(n - 1)) & 1n) === 1n;
   } catch {
     return false;
   }
