@@ -84,6 +84,7 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     const stopStdio = () => conn.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
     process.on('SIGTERM', stopStdio);
     process.on('SIGINT', stopStdio);
+    dieCleanly(log, () => conn.close(ErrorCode.INTERNAL_ERROR, 'tetherd failed'));
     return;
   }
 
@@ -140,6 +141,21 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  dieCleanly(log, () => {
+    for (const c of live) c.close(ErrorCode.INTERNAL_ERROR, 'tetherd failed');
+  });
+}
+
+/** A bug must not leave runs behind: on an uncaught error, end them all, then exit 1. */
+function dieCleanly(log: Logger, endAll: () => void): void {
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err: err.message, stack: err.stack }, 'uncaught error: ending every run');
+    try {
+      endAll();
+    } finally {
+      process.exit(1);
+    }
+  });
 }
 
 const program = new Command('tetherd')
