@@ -12,6 +12,7 @@ import type { DeviceConfig } from './config.ts';
 import { TetherError } from './errors.ts';
 import { recvFds } from './native.ts';
 import { type Endpoint, type Outcome, run } from './run.ts';
+import { unblock } from './stdio.ts';
 
 const MAGIC = 'TLN1';
 const HEADER = 12;
@@ -70,10 +71,10 @@ function readRequest(
       try {
         // The launcher writes its request right after connecting, so waiting is short.
         for (let r = recvFds(fd, 64 * 1024); r; r = recvFds(fd, 64 * 1024)) {
+          fds.push(...r.fds);
           if (r.data.length === 0) throw new LaunchError('launcher closed before its request');
           if (r.truncated) throw new LaunchError('too many fds');
           chunks.push(r.data);
-          fds.push(...r.fds);
           have += r.data.length;
         }
         if (have >= HEADER) {
@@ -110,8 +111,6 @@ function closeQuietly(fd: number): void {
   }
 }
 
-type BlockingHandle = { _handle?: { setBlocking?: (on: boolean) => number } };
-
 /**
  * The local end of an fd the launcher lent us. These file descriptions are
  * shared with the launcher's caller: they are flushed, never shut down, and
@@ -123,7 +122,7 @@ function borrowedEndpoint(fd: number, mode: FdMode): Endpoint & { release(): voi
     const s = new net.Socket({ fd, readable: mode !== 'w', writable: mode !== 'r' });
     s.on('error', () => {});
     const release = () => {
-      (s as unknown as BlockingHandle)._handle?.setBlocking?.(true);
+      unblock(s);
       s.destroy();
     };
     return {
@@ -137,7 +136,12 @@ function borrowedEndpoint(fd: number, mode: FdMode): Endpoint & { release(): voi
   if (mode === 'r' && tty.isatty(fd)) {
     // libuv reopens a readable tty, so the terminal's own flags stay as they are.
     const t = new tty.ReadStream(fd);
-    return { input: t, keepOpen: true, stopInput: () => t.pause(), release: () => t.destroy() };
+    // libuv read through a reopened copy of the tty: our received fd is still to close.
+    const release = () => {
+      t.destroy();
+      closeQuietly(fd);
+    };
+    return { input: t, keepOpen: true, stopInput: () => t.pause(), release };
   }
   const input = mode !== 'w' ? createReadStream('', { fd, autoClose: false }) : undefined;
   const output = mode !== 'r' ? createWriteStream('', { fd, autoClose: false }) : undefined;
@@ -217,7 +221,8 @@ async function serveLaunch(
     result = e instanceof TetherError ? e : new TetherError((e as Error).message);
   }
   for (const e of endpoints) e.release();
-  for (const f of local) if (!endpoints.length) closeQuietly(f);
+  // fds the run never got to (it failed while opening its streams).
+  for (const f of local.slice(endpoints.length)) closeQuietly(f);
   sock.end(reply(result));
 }
 

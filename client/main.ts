@@ -3,7 +3,7 @@
 import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
-import type { FdMode, FdSpec } from '../transport/protocol.ts';
+import { DEFAULT_PORT, type FdMode, type FdSpec } from '../transport/protocol.ts';
 import { connectAgent, serveAgent, startAgentProcess, stopAgent } from './agent.ts';
 import { cliFds, cliIO, mirrorSignal, windowSize } from './cli-io.ts';
 import { type DeviceConfig, loadConfig } from './config.ts';
@@ -12,8 +12,6 @@ import { TetherError } from './errors.ts';
 import { pair } from './pair.ts';
 import { run } from './run.ts';
 import { printLine, restoreBlocking } from './stdio.ts';
-
-export const DEFAULT_PORT = 1202;
 
 /**
  * Set by the launcher (bin/tether) to the fds it inherited, as "5:w,4:r":

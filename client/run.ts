@@ -148,10 +148,12 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
     }
     // The device sends the exit after all output; wait until we have written it too.
     await Promise.all(outputsDone);
-    exec.end();
     return outcome;
   } finally {
     undoControls();
     for (const e of endpoints) e.stopInput?.();
+    // A run that failed to start still closes its exec stream (and frees its stream credit).
+    if (!exec.writableEnded) exec.end();
+    exec.resume();
   }
 }

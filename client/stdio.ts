@@ -25,12 +25,16 @@ export function output(fd: 1 | 2): Writable {
   return w;
 }
 
-type BlockingHandle = { setBlocking?: (on: boolean) => number };
+type BlockingHandle = { _handle?: { setBlocking?: (on: boolean) => number } };
+
+/** Puts a socket's file description, shared with other processes, back to blocking. */
+export function unblock(s: net.Socket): void {
+  (s as unknown as BlockingHandle)._handle?.setBlocking?.(true);
+}
 
 /** Puts the file descriptions we shared with other processes back to blocking. */
 export function restoreBlocking(): void {
-  for (const s of sockets)
-    (s as unknown as { _handle?: BlockingHandle })._handle?.setBlocking?.(true);
+  for (const s of sockets) unblock(s);
 }
 
 /** One line on stderr, synchronously: for the last words before exit. */

@@ -78,7 +78,8 @@ export class ExecSession {
 
   /** An `fd` stream for this exec arrived. */
   attachFd(fd: number, s: Stream): void {
-    if (!this.start.fds.some((f) => f.fd === fd) || this.fdStreams.has(fd) || this.pid !== 0) {
+    const unexpected = !this.start.fds.some((f) => f.fd === fd) || this.fdStreams.has(fd);
+    if (unexpected || this.pid !== 0 || this.finished) {
       s.destroy(new TransportError(ErrorCode.STREAM_STATE_ERROR, `unexpected fd stream ${fd}`));
       return;
     }
@@ -270,6 +271,8 @@ export class ExecSession {
     if (!this.control.destroyed) {
       writeMessage(this.control, { type: 'error', code, message, exitCode } satisfies ExecEvent);
       this.control.end();
+      // Nothing reads the controls of a run that never started: drain them so the stream can close.
+      this.control.resume();
     }
   }
 
@@ -280,6 +283,7 @@ export class ExecSession {
       this.log.info({ pid: this.pid }, 'connection gone: killing the run');
       killTree(this.pid);
     }
+    for (const l of this.locals) l.destroy();
     this.finished = true;
   }
 }

@@ -9,6 +9,7 @@ import type { Connection } from '../transport/connection.ts';
 import { ErrorCode } from '../transport/errors.ts';
 import { encodeFrame, FrameType } from '../transport/frames.ts';
 import { loadOrCreateIdentity } from '../transport/identity.ts';
+import { DEFAULT_PORT } from '../transport/protocol.ts';
 import { createTlsServer, peerFingerprint } from '../transport/tls.ts';
 import type { RunAs } from './exec.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -16,8 +17,6 @@ import { openPairing, pairingOpen } from './pairing.ts';
 import { serveConnection } from './server.ts';
 import { defaultStateDir, State } from './state.ts';
 import { lookupUser } from './users.ts';
-
-export const DEFAULT_PORT = 1202;
 
 function parseListen(v: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(v);
@@ -99,6 +98,8 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   };
   const server = createTlsServer(id);
   server.on('secureConnection', (socket) => {
+    // A peer may reset at any moment (a refused one too): that ends its socket, not tetherd.
+    socket.on('error', (e) => log.debug({ err: e.message }, 'socket error'));
     const fp = peerFingerprint(socket);
     const addr = `${socket.remoteAddress}:${socket.remotePort}`;
     if (!fp) {

@@ -234,10 +234,6 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.socket.end();
   }
 
-  get streamCount(): number {
-    return this.streams.size;
-  }
-
   // ---- receive path ----
 
   private onData(d: Buffer): void {
@@ -428,7 +424,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.countReceived(data.length);
     s.recvOffset += data.length;
     if (s.destroyed || s.readableEnded || s.stopSent) {
+      // Dropped on arrival: consumed now, and not again when the stream closes.
       this.connConsumed += data.length;
+      s.consumedReported += data.length;
       this.maybeGrantConnection();
     } else if (data.length > 0) {
       s.deliver(data);

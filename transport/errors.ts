@@ -18,8 +18,6 @@ export const ErrorCode = {
   CONNECTION_LOST: 0xe,
 } as const;
 
-export type ErrorCodeName = keyof typeof ErrorCode;
-
 export function errorName(code: number): string {
   for (const [name, value] of Object.entries(ErrorCode)) if (value === code) return name;
   return `ERROR_0x${code.toString(16)}`;

@@ -3,6 +3,9 @@
 import { createHmac } from 'node:crypto';
 import { ErrorCode, TransportError } from './errors.ts';
 
+/** tetherd's TCP port when none is given (sbrsh used it too). */
+export const DEFAULT_PORT = 1202;
+
 /** Capabilities announced in HELLO. */
 export const Caps = { EXEC: 'exec', PAIR: 'pair' } as const;
 

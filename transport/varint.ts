@@ -2,8 +2,6 @@
 // byte give the length (1, 2, 4 or 8 bytes). Values above 2^53-1 cannot be
 // represented as a JS number and are rejected rather than silently rounded.
 
-export const MAX_VARINT = Number.MAX_SAFE_INTEGER;
-
 export function varintLength(value: number): number {
   if (!Number.isSafeInteger(value) || value < 0)
     throw new RangeError(`varint out of range: ${value}`);
