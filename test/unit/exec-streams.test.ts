@@ -1,0 +1,63 @@
+// A run's streams close on both sides when it ends, failed or not: each
+// open one holds a stream credit, and a long-lived agent connection would
+// run out of them.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { duplexPair } from 'node:stream';
+import t from 'tap';
+import { TetherError } from '../../client/errors.ts';
+import { type RunIO, run } from '../../client/run.ts';
+import { createLogger } from '../../daemon/log.ts';
+import { serveConnection } from '../../daemon/server.ts';
+import { State } from '../../daemon/state.ts';
+import { Connection } from '../../transport/connection.ts';
+import { waitFor } from '../lib/procs.ts';
+
+const openStreams = (c: Connection) =>
+  (c as unknown as { streams: Map<number, unknown> }).streams.size;
+
+const io: RunIO = {
+  endpoint: () => ({ keepOpen: false }),
+  controls: () => () => {},
+  note: () => {},
+};
+
+t.test('failed and finished runs leave no stream open on either side', async (t) => {
+  const [a, b] = duplexPair();
+  const server = serveConnection(
+    b,
+    { kind: 'authorized', fingerprint: null },
+    {
+      state: new State(mkdtempSync(join(tmpdir(), 'tetherd-state-'))),
+      runAs: { uid: -1, gid: -1, groups: null },
+      log: createLogger('silent', 'json'),
+      deviceFingerprint: 'test',
+      deviceName: 'test',
+    },
+  );
+  const client = new Connection(a, { role: 'client', caps: ['exec'] });
+  await client.ready();
+  const req = {
+    env: ['PATH=/usr/bin:/bin'],
+    cwd: '/',
+    umask: 0o22,
+    tty: null,
+    fds: [],
+    verbose: false,
+    deviceName: 'test',
+  };
+  for (let i = 0; i < 3; i++) {
+    const err = await run(client, { ...req, argv: ['no-such-program-here'] }, io).catch(
+      (e: unknown) => e,
+    );
+    t.ok(err instanceof TetherError && err.exitCode === 127, 'a missing program fails with 127');
+  }
+  const ok = await run(client, { ...req, argv: ['sh', '-c', 'exit 4'] }, io);
+  t.same(ok, { code: 4 });
+  t.ok(
+    await waitFor(() => openStreams(client) === 0 && openStreams(server) === 0, 5_000, 20),
+    'no stream left open',
+  );
+  client.close();
+});
