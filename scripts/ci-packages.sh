@@ -1,6 +1,7 @@
 #!/bin/sh
 # Debian packages the test device (test/lib/device.ts), its delay line
-# (scripts/delayline.c) and the OpenSSH baseline (test/lib/sshd.ts) need.
+# (scripts/delayline.c), the OpenSSH baseline (test/lib/sshd.ts) and the
+# syscall-table check (the kernel headers of each ABI, test/unit/arch-syscalls) need.
 # Runs as root without stdin on a fresh Debian 12; safe to run again.
 # Quiet unless it fails, then apt's output is shown.
 set -eu
@@ -12,7 +13,8 @@ if ! {
     apt-get install -y -qq --no-install-recommends \
       iproute2 iptables iputils-ping procps \
       openssh-server openssh-client \
-      gcc libc6-dev libnetfilter-queue-dev
+      gcc libc6-dev libnetfilter-queue-dev \
+      linux-libc-dev linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross
 } >"$log" 2>&1; then
   cat "$log" >&2
   exit 1
