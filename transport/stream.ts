@@ -32,8 +32,8 @@ export class Stream extends Duplex {
   /** @internal */ pushed = 0;
   /** @internal */ consumedReported = 0;
   /** @internal */ finReceived = false;
-  // Received data waits here until the reader asks (pull model): Node calls
-  // _read only after a push, so credit is granted from _read alone.
+  // Received data waits here until the reader asks (pull model); credit is
+  // granted as it is handed over, so a reader that stops stops its writer.
   private inbox: (Buffer | null)[] = [];
   private wantRead = false;
   /** @internal */ readonly window: number;
