@@ -31,6 +31,7 @@ t.test('argv[0], arguments with spaces, env, cwd and umask arrive', async (t) =>
       '/tmp',
       'sh',
       '-c',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, not a template
       'printf "%s|" "$0" "$1" "$ADDED" "${HOME-unset}" "$FROMHOST" "$(pwd)" "$(umask)"',
       'zero',
       'a b',
