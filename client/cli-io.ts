@@ -60,7 +60,7 @@ export function cliIO(tty: boolean): RunIO {
       if (spec.fd === 1 || spec.fd === 2) return { output: output(spec.fd), keepOpen: true };
       return fdEndpoint(spec.fd, spec.mode);
     },
-    controls(send: (c: ExecControl) => void) {
+    controls(send: (c: ExecControl) => void, goingSilent: () => void) {
       const handlers = new Map<NodeJS.Signals, () => void>();
       for (const sig of FORWARDED_SIGNALS) {
         let h: () => void;
@@ -70,6 +70,7 @@ export function cliIO(tty: boolean): RunIO {
           // Stop the program, then ourselves, so the shell's job control sees a stopped job.
           h = () => {
             send({ type: 'signal', signal: 'TSTP' });
+            goingSilent();
             setTimeout(() => process.kill(process.pid, 'SIGSTOP'), 20);
           };
         } else {

@@ -31,8 +31,11 @@ export interface Endpoint {
 
 export interface RunIO {
   endpoint(spec: FdSpec): Endpoint;
-  /** Starts delivering signals and resizes to `send`; returns the undo. */
-  controls(send: (c: ExecControl) => void): () => void;
+  /**
+   * Starts delivering signals and resizes to `send`; returns the undo.
+   * `goingSilent` is for a client about to be stopped by job control.
+   */
+  controls(send: (c: ExecControl) => void, goingSilent: () => void): () => void;
   /** Where progress lines (-v) go. */
   note(line: string): void;
 }
@@ -118,8 +121,13 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
     else s.resume();
   }
 
-  const undoControls = io.controls((c) => {
+  const send = (c: ExecControl) => {
     if (!exec.destroyed && !exec.writableEnded) writeMessage(exec, c);
+  };
+  // Both ends stop timing the link out until they hear each other again.
+  const undoControls = io.controls(send, () => {
+    send({ type: 'suspend' });
+    conn.expectSilence();
   });
   try {
     let outcome: Outcome | null = null;

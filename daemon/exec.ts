@@ -229,6 +229,7 @@ export class ExecSession {
       for await (const m of reader) {
         const c = parseExecControl(m);
         if (c.type === 'signal') this.signal(c.signal);
+        else if (c.type === 'suspend') this.control.conn.expectSilence();
         else if (pty && !this.exited) native.setWinsize(pty.master, c.rows, c.cols);
       }
     } catch (e) {

@@ -121,6 +121,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private peerStreamLimit: number;
   private peerStreamsClosed = 0;
   private readPaused = false;
+  private silenceExpected = false;
   /** Bytes of control frames written but not yet flushed. */
   private controlQueued = 0;
   private blocked = false;
@@ -239,6 +240,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private onData(d: Buffer): void {
     if (this.closed) return;
     this.lastHeard = Date.now();
+    this.silenceExpected = false;
     try {
       for (const f of this.parser.push(d)) {
         this.onFrame(f);
@@ -637,9 +639,17 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   // ---- lifecycle ----
 
+  /**
+   * The peer is about to go silent on purpose (its process stopped by job
+   * control), or we are: no idle timeout until the peer is heard again.
+   */
+  expectSilence(): void {
+    this.silenceExpected = true;
+  }
+
   private onTick(): void {
     const quiet = Date.now() - this.lastHeard;
-    if (quiet >= this.opts.idleTimeoutMs) {
+    if (quiet >= this.opts.idleTimeoutMs && !this.silenceExpected) {
       this.close(ErrorCode.IDLE_TIMEOUT, `nothing heard for ${Math.round(quiet / 1000)} s`);
       this.socket.destroy();
     } else if (quiet >= this.opts.idleTimeoutMs / 3) {

@@ -54,7 +54,9 @@ export type Header = ExecStart | FdOpen | PairRequest;
 /** Messages on an exec stream after the start. */
 export type ExecControl =
   | { type: 'signal'; signal: string }
-  | { type: 'resize'; rows: number; cols: number };
+  | { type: 'resize'; rows: number; cols: number }
+  /** The client is about to stop (job control): don't time the connection out meanwhile. */
+  | { type: 'suspend' };
 
 export type ExecEvent =
   | { type: 'started'; pid: number }
@@ -171,6 +173,7 @@ export function parseExecControl(x: unknown): ExecControl {
   if (x.type === 'resize' && isUint(x.rows, 0xffff) && isUint(x.cols, 0xffff)) {
     return { type: 'resize', rows: x.rows, cols: x.cols };
   }
+  if (x.type === 'suspend') return { type: 'suspend' };
   throw bad(`bad exec control ${show(x.type)}`);
 }
 

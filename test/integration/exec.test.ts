@@ -229,3 +229,30 @@ t.test('a forwarded USR1 reaches the program', async (t) => {
   t.equal(r.code, 7);
   t.match(r.stdout, /got-usr1/);
 });
+
+t.test('a direct run stopped by ^Z outlives the idle timeout and resumes', async (t) => {
+  const marker = `700.${process.pid}8`;
+  const run = tether(d, ['run', 'sleep', marker]);
+  t.ok(await waitFor(() => sleepers(marker).length > 0, 10_000), 'sleep started');
+  const pid = Number.parseInt(sleepers(marker)[0]!, 10);
+  const state = (p: number) => {
+    try {
+      return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]![0];
+    } catch {
+      return 'gone';
+    }
+  };
+  run.child.kill('SIGTSTP');
+  t.ok(await waitFor(() => state(run.child.pid!) === 'T', 5_000), 'tether is stopped');
+  t.ok(await waitFor(() => state(pid) === 'T', 5_000), 'the program is stopped');
+  // Both ends time a silent link out after 3 s here.
+  await new Promise((r) => setTimeout(r, 4500));
+  run.child.kill('SIGCONT');
+  t.ok(
+    await waitFor(() => ['S', 'R'].includes(state(pid)), 5_000),
+    `the program resumed (${state(pid)})`,
+  );
+  run.child.kill('SIGTERM');
+  const r = await run;
+  t.equal(r.signal, 'SIGTERM', r.stderr);
+});
