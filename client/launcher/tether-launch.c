@@ -159,10 +159,11 @@ static void device_name(const char *dir, char *out, size_t size) {
   fclose(f);
 }
 
-static int connect_agent(void) {
+static int connect_agent(const char *named) {
   char dir[PATH_MAX], dev[256];
   if (config_dir(dir, sizeof dir) < 0) return -1;
-  device_name(dir, dev, sizeof dev);
+  if (named) snprintf(dev, sizeof dev, "%s", named);
+  else device_name(dir, dev, sizeof dev);
   for (char *c = dev; *c; c++)
     if (!(*c == '.' || *c == '-' || *c == '_' || (*c >= '0' && *c <= '9') ||
           (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z')))
@@ -357,11 +358,22 @@ static void launch(int s, int argc, char **argv, const struct fdinfo *extra, int
 int main(int argc, char **argv) {
   struct fdinfo extra[MAX_FDS];
   int nextra = inherited_fds(extra, MAX_FDS);
+  /* The hot forms: run [-d NAME | --device NAME | --device=NAME] [--] PROGRAM [ARGS...] */
   if (argc >= 3 && !strcmp(argv[1], "run")) {
-    int first = strcmp(argv[2], "--") ? 2 : 3;
-    if (first < argc && (first == 3 || argv[2][0] != '-')) {
-      int s = connect_agent();
-      if (s >= 0) launch(s, argc - first, argv + first, extra, nextra);
+    int i = 2;
+    const char *device = NULL;
+    if (i + 1 < argc && (!strcmp(argv[i], "-d") || !strcmp(argv[i], "--device"))) {
+      device = argv[i + 1];
+      i += 2;
+    } else if (!strncmp(argv[i], "--device=", 9)) {
+      device = argv[i] + 9;
+      i += 1;
+    }
+    if (i < argc && !strcmp(argv[i], "--")) i++;
+    else if (i < argc && argv[i][0] == '-') i = argc; /* another option: the Node CLI's job */
+    if (i < argc && (!device || *device)) {
+      int s = connect_agent(device);
+      if (s >= 0) launch(s, argc - i, argv + i, extra, nextra);
     }
   }
   exec_node(argv, argc, extra, nextra);

@@ -81,6 +81,10 @@ t.test('agent: the native launcher runs the plain form itself', async (t) => {
   t.equal(readFileSync(f, 'utf8'), 'five\n', 'extra fd 5 written');
   const seg = await tether(d, ['run', 'sh', '-c', 'kill -SEGV $$']);
   t.equal(seg.signal, 'SIGSEGV');
+  const named = tether(d, ['run', '-d', 'dev', '--', 'sh', '-c', 'sleep 0.5; exit 5']);
+  await new Promise((r) => setTimeout(r, 200));
+  t.match(readlinkSync(`/proc/${named.child.pid}/exe`), /build\/tether-launch$/, '-d NAME too');
+  t.equal((await named).code, 5);
   const missing = await tether(d, ['run', 'no-such-program-here']);
   t.equal(missing.code, 127);
   t.equal(missing.stderr, 'tether: no-such-program-here: No such file or directory\n');
