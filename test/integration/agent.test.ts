@@ -3,7 +3,7 @@ import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { agentPaths } from '../../client/agent.ts';
-import { sleepers, waitFor } from '../lib/procs.ts';
+import { procState, sleepers, waitFor } from '../lib/procs.ts';
 import { startDaemon, TETHER, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon();
@@ -95,14 +95,7 @@ t.test('agent: TSTP stops the program and tether, CONT resumes both', async (t) 
   const run = tether(d, ['run', 'sleep', marker]);
   t.ok(await waitFor(() => sleepers(marker).length > 0, 10_000), 'sleep started');
   const pid = Number.parseInt(sleepers(marker)[0]!, 10);
-  // The state letter of /proc/PID/stat: T when stopped.
-  const state = (p: number) => {
-    try {
-      return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]![0];
-    } catch {
-      return 'gone';
-    }
-  };
+  const state = procState;
   run.child.kill('SIGTSTP');
   t.ok(await waitFor(() => state(pid) === 'T', 5_000), 'the program on the device is stopped');
   t.ok(

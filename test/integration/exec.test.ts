@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { sleepers, waitFor } from '../lib/procs.ts';
+import { procState, sleepers, waitFor } from '../lib/procs.ts';
 import { startDaemon, TETHER, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon({ extraArgs: ['--idle-timeout', '3'] });
@@ -235,13 +235,7 @@ t.test('a direct run stopped by ^Z outlives the idle timeout and resumes', async
   const run = tether(d, ['run', 'sleep', marker]);
   t.ok(await waitFor(() => sleepers(marker).length > 0, 10_000), 'sleep started');
   const pid = Number.parseInt(sleepers(marker)[0]!, 10);
-  const state = (p: number) => {
-    try {
-      return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]![0];
-    } catch {
-      return 'gone';
-    }
-  };
+  const state = procState;
   run.child.kill('SIGTSTP');
   t.ok(await waitFor(() => state(run.child.pid!) === 'T', 5_000), 'tether is stopped');
   t.ok(await waitFor(() => state(pid) === 'T', 5_000), 'the program is stopped');

@@ -1,6 +1,7 @@
 // Waiting on conditions and finding the processes a run started: the test
 // device shares our pid namespace, so its processes are visible here.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /** Polls `cond` until it holds or `ms` pass; returns its last value. */
 export async function waitFor(cond: () => boolean, ms: number, stepMs = 100): Promise<boolean> {
@@ -22,5 +23,14 @@ export function sleepers(marker: string): string[] {
       .filter((l) => l && !l.includes('pgrep'));
   } catch {
     return [];
+  }
+}
+
+/** The state letter of /proc/PID/stat (T when stopped), or 'gone'. */
+export function procState(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0]!;
+  } catch {
+    return 'gone';
   }
 }
