@@ -1,5 +1,6 @@
-// A tetherd running on a test device (its own network namespace), with a
-// client configuration paired to it, and helpers to run the real CLI.
+// A tetherd running on a test device (its own network namespace, optionally
+// a minimal root too), with a client configuration paired to it, and helpers
+// to run the real CLI.
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadOrCreateIdentity } from '../../transport/identity.ts';
 import { createDevice, type Device, type DeviceOptions } from './device.ts';
+import { minimalRootTetherd } from './minroot.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const TETHER = join(ROOT, 'bin/tether');
@@ -30,6 +32,9 @@ export interface DaemonOptions extends DeviceOptions {
   extraArgs?: string[];
   /** Leave the client unpaired (no authorized_clients entry). */
   unpaired?: boolean;
+  /** Run the daemon in a mount namespace whose root holds only tetherd's own
+   *  files and its state directory (test/lib/minroot.ts). */
+  minimalRoot?: boolean;
 }
 
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
@@ -43,25 +48,31 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   if (!opts.unpaired)
     writeFileSync(join(stateDir, 'authorized_clients'), `${client.fingerprint} test\n`);
   const port = 1202;
+  const args = [
+    '--listen',
+    `${device.devAddr}:${port}`,
+    '--state',
+    stateDir,
+    '--user',
+    'root',
+    '--log-format',
+    'json',
+    ...(opts.extraArgs ?? []),
+  ];
   const proc = device.exec(
-    [
-      TETHERD,
-      '--listen',
-      `${device.devAddr}:${port}`,
-      '--state',
-      stateDir,
-      '--user',
-      'root',
-      '--log-format',
-      'json',
-      ...(opts.extraArgs ?? []),
-    ],
+    opts.minimalRoot ? minimalRootTetherd(args, stateDir) : [TETHERD, ...args],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString();
   });
+  const stop = async () => {
+    proc.kill('SIGTERM');
+    await device.destroy();
+    rmSync(stateDir, { recursive: true, force: true });
+    rmSync(home, { recursive: true, force: true });
+  };
   await new Promise<void>((resolve, reject) => {
     const check = () => {
       if (stderr.includes('tetherd: listening on')) resolve();
@@ -69,6 +80,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     proc.stderr!.on('data', check);
     proc.once('exit', (code) => reject(new Error(`tetherd exited with ${code}: ${stderr}`)));
     setTimeout(() => reject(new Error(`tetherd did not start: ${stderr}`)), 20_000).unref();
+  }).catch(async (e: unknown) => {
+    // A daemon that fails to start leaves nothing behind: no caller gets a stop().
+    await stop();
+    throw e;
   });
   writeFileSync(
     join(home, 'config'),
@@ -83,12 +98,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     port,
     stderr: () => stderr,
     env: { ...process.env, TETHER_HOME: home, TETHER_DEVICE: '' },
-    async stop() {
-      proc.kill('SIGTERM');
-      await device.destroy();
-      rmSync(stateDir, { recursive: true, force: true });
-      rmSync(home, { recursive: true, force: true });
-    },
+    stop,
   };
 }
 
