@@ -31,6 +31,12 @@ export interface DeviceConfig {
   agent?: 'auto' | 'no';
   /** Give up on a link that stays silent this long (seconds), as ssh's ServerAliveCountMax. */
   idleTimeout?: number;
+  /** Runs see the host's files (the view) when 'yes'. */
+  view?: 'yes' | 'no';
+  /** Host directory shown as the view's `/` (the target sysroot); the host's `/` by default. */
+  root?: string;
+  /** Host directories shown at their own path, writable. */
+  binds: string[];
 }
 
 export interface Config {
@@ -64,7 +70,7 @@ export function parseConfig(text: string, path: string, defaultPort: number): Co
         cfg.default = value;
         return;
       case 'device':
-        cur = { name: value, setenv: [] };
+        cur = { name: value, setenv: [], binds: [] };
         cfg.devices.set(value, cur);
         return;
     }
@@ -97,6 +103,17 @@ export function parseConfig(text: string, path: string, defaultPort: number): Co
       case 'setenv':
         if (!/^[^=\s]+=/.test(value)) throw new ConfigError(`${where}: setenv needs NAME=value`);
         d.setenv.push(value);
+        return;
+      case 'view':
+        if (value !== 'yes' && value !== 'no') throw new ConfigError(`${where}: view is yes or no`);
+        d.view = value;
+        return;
+      case 'root':
+      case 'bind':
+        if (!value.startsWith('/'))
+          throw new ConfigError(`${where}: ${key} needs an absolute path`);
+        if (key === 'root') d.root = value;
+        else d.binds.push(value);
         return;
       default:
         throw new ConfigError(`${where}: unknown keyword ${key}`);

@@ -23,6 +23,7 @@ function localDevice(): DeviceConfig {
     name: LOCAL_DEVICE,
     command: `exec ${q(daemon)} --stdio --log-level warn --user ${q(userInfo().username)}`,
     setenv: [],
+    binds: [],
   };
 }
 

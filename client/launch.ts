@@ -2,6 +2,7 @@
 // over argv, environment, cwd, umask and its fds, and the agent runs the
 // program on the device on those fds, as `tether run` would have. Wire
 // format: docs/protocol.md, "Launch socket".
+
 import { closeSync, createReadStream, createWriteStream, fstatSync } from 'node:fs';
 import net from 'node:net';
 import { endianness } from 'node:os';
@@ -13,6 +14,7 @@ import { TetherError } from './errors.ts';
 import { recvFds } from './native.ts';
 import { type Endpoint, type Outcome, run } from './run.ts';
 import { unblock } from './stdio.ts';
+import { viewMounts } from './view-config.ts';
 
 const MAGIC = 'TLN1';
 const HEADER = 12;
@@ -200,6 +202,7 @@ async function serveLaunch(
         fds: req.fds,
         verbose: false,
         deviceName: device.name,
+        view: viewMounts(device, { binds: [] }, req.cwd),
       },
       {
         endpoint(spec) {

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-// tether: the host CLI. Runs programs on a device as if they ran here.
 import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
@@ -12,6 +11,8 @@ import { TetherError } from './errors.ts';
 import { pair } from './pair.ts';
 import { run } from './run.ts';
 import { printLine, restoreBlocking } from './stdio.ts';
+// tether: the host CLI. Runs programs on a device as if they ran here.
+import { viewMounts } from './view-config.ts';
 
 /**
  * Set by the launcher (bin/tether) to the fds it inherited, as "5:w,4:r":
@@ -41,6 +42,9 @@ interface RunFlags {
   cwd?: string;
   verbose?: boolean;
   agent: boolean;
+  view?: boolean;
+  root?: string;
+  bind: string[];
 }
 
 const AGENT_IDLE_S = 600;
@@ -79,17 +83,19 @@ async function runCommand(argv: string[], flags: RunFlags): Promise<void> {
   const conn = await deviceConnection(device, flags.agent);
   const umask = process.umask();
   const tty = !!flags.tty;
+  const cwd = flags.cwd ?? process.cwd();
   const outcome = await run(
     conn,
     {
       argv,
       env: buildEnv(flags, device.setenv),
-      cwd: flags.cwd ?? process.cwd(),
+      cwd,
       umask,
       tty: tty ? windowSize() : null,
       fds: cliFds(tty, extraFds()),
       verbose: !!flags.verbose,
       deviceName: device.name,
+      view: viewMounts(device, { view: flags.view, root: flags.root, binds: flags.bind }, cwd),
     },
     cliIO(tty),
   );
@@ -133,6 +139,14 @@ program
   .option('-C, --cwd <dir>', 'working directory on the device (default: the current one)')
   .option('-v, --verbose', 'report the device pid and a core dump')
   .option('--no-agent', "connect directly even if the device's agent runs")
+  .option('--view', "the program sees this host's files (the view), not the device's")
+  .option('--no-view', "the program sees the device's own files")
+  .option('--root <dir>', "host directory shown as the view's / (a target sysroot)")
+  .addOption(
+    new Option('--bind <dir>', 'host directory shown at its own path, writable (repeatable)')
+      .default([])
+      .argParser(collect),
+  )
   .passThroughOptions()
   .action((prog: string, args: string[], flags: RunFlags) => runCommand([prog, ...args], flags));
 

@@ -35,7 +35,10 @@ export async function pair(
     );
   const addr = parseAddress(address, defaultPort);
   const id = await clientIdentity();
-  const { socket, fingerprint } = await openLink({ name, address: addr, setenv: [] }, id);
+  const { socket, fingerprint } = await openLink(
+    { name, address: addr, setenv: [], binds: [] },
+    id,
+  );
   process.stderr.write(
     `device ${name} (${addr.host}:${addr.port}) key fingerprint is ${fingerprint}\n`,
   );
@@ -72,7 +75,7 @@ export async function pair(
     if (got.length !== want.length || !timingSafeEqual(got, want)) {
       throw new TetherError(`${name}: the device did not prove it knows the code: not pinning it`);
     }
-    appendDevice(cfg, { name, address: addr, fingerprint: fingerprint!, setenv: [] });
+    appendDevice(cfg, { name, address: addr, fingerprint: fingerprint!, setenv: [], binds: [] });
     process.stderr.write(`paired with ${reply.name}; saved as device ${name} in ${cfg.path}\n`);
   } finally {
     conn.close();

@@ -18,6 +18,9 @@ import {
 import type { Stream } from '../transport/stream.ts';
 import { describeClose } from './connect.ts';
 import { TetherError } from './errors.ts';
+import { viewSpecOf } from './view-config.ts';
+import type { Mount } from './view-resolve.ts';
+import { ViewServer } from './view-server.ts';
 
 /** The local end of one program fd. */
 export interface Endpoint {
@@ -49,6 +52,8 @@ export interface RunRequest {
   fds: FdSpec[];
   verbose: boolean;
   deviceName: string;
+  /** The view's mounts, or null to run on the device's own files. */
+  view: Mount[] | null;
 }
 
 /** How the run ended, for the caller to mirror. */
@@ -105,6 +110,7 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
     umask: req.umask,
     tty: req.tty,
     fds: req.fds,
+    view: req.view ? viewSpecOf(req.view) : null,
   };
   writeMessage(exec, start);
 
@@ -119,6 +125,13 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
     else s.end();
     if (local.output) outputsDone.push(relayOutput(s, local.output, local.keepOpen));
     else s.resume();
+  }
+
+  if (req.view) {
+    const s = conn.openStream();
+    writeMessage(s, { kind: 'view', exec: exec.id });
+    // A broken view stream ends the run on the device (its file calls fail); nothing to add here.
+    new ViewServer(req.view).serve(s).catch(() => {});
   }
 
   const send = (c: ExecControl) => {

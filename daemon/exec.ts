@@ -5,6 +5,7 @@ import { closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { constants } from 'node:os';
 import tty from 'node:tty';
+import util from 'node:util';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { MessageReader, writeMessage } from '../transport/messages.ts';
 import {
@@ -18,6 +19,9 @@ import { watchChild } from './children.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import { killTree } from './proctree.ts';
+import type { WaitEvent } from './ptrace.ts';
+import { ViewError } from './view-client.ts';
+import { type TracedRun, type ViewEnv, ViewSession } from './view-session.ts';
 
 export interface RunAs {
   uid: number;
@@ -60,9 +64,21 @@ export class ExecSession {
   private readonly inputs: Stream[] = [];
   private readonly locals: net.Socket[] = [];
   private readonly startTimer: NodeJS.Timeout;
+  private readonly viewEnv: ViewEnv | null;
+  private viewStream: Stream | null = null;
+  private view: ViewSession | null = null;
+  private traced: TracedRun | null = null;
+  private spawning = false;
 
-  constructor(control: Stream, start: ExecStart, runAs: RunAs, log: Logger) {
+  constructor(
+    control: Stream,
+    start: ExecStart,
+    runAs: RunAs,
+    log: Logger,
+    viewEnv: ViewEnv | null,
+  ) {
     this.id = control.id;
+    this.viewEnv = viewEnv;
     this.control = control;
     this.start = start;
     this.runAs = runAs;
@@ -87,14 +103,43 @@ export class ExecSession {
     this.maybeSpawn();
   }
 
-  private maybeSpawn(): void {
-    if (this.fdStreams.size < this.start.fds.length || this.finished) return;
-    clearTimeout(this.startTimer);
-    this.spawn();
+  /** The run's `view` stream arrived. */
+  attachView(s: Stream): void {
+    if (!this.start.view || this.viewStream || this.spawning || this.finished) {
+      s.destroy(new TransportError(ErrorCode.STREAM_STATE_ERROR, 'unexpected view stream'));
+      return;
+    }
+    this.viewStream = s;
+    this.maybeSpawn();
   }
 
-  private spawn(): void {
+  private maybeSpawn(): void {
+    if (this.fdStreams.size < this.start.fds.length || this.finished || this.spawning) return;
+    if (this.start.view && !this.viewStream) return;
+    clearTimeout(this.startTimer);
+    this.spawning = true;
+    if (!this.start.view) return this.spawn(null);
+    if (!this.viewEnv) return this.fail('ENOSYS', 'this device cannot trace programs', 255);
+    this.view = new ViewSession(this.viewStream!, this.start.view, this.viewEnv, this.log);
+    this.view
+      .resolve(this.start)
+      .then((where) => this.spawn(where))
+      .catch((e: Error) => {
+        this.view?.cleanup();
+        if (!(e instanceof ViewError)) return this.fail('EIO', e.message, 255);
+        const code = e.code;
+        const exitCode = e.message.startsWith('chdir') ? 255 : code === 'ENOENT' ? 127 : 126;
+        this.fail(
+          code,
+          `${e.message === code ? this.start.file : e.message}: ${strerror(code)}`,
+          exitCode,
+        );
+      });
+  }
+
+  private spawn(where: { file: string; cwd: string; kernelCwd: string } | null): void {
     const { start } = this;
+    if (this.finished) return this.view?.cleanup();
     const plumbing: FdPlumbing[] = [];
     let pty: native.Pty | null = null;
     try {
@@ -127,21 +172,30 @@ export class ExecSession {
     if (pty) fds[0] = fds[1] = fds[2] = pty.slave;
     for (const p of plumbing) fds[p.fd] = p.theirs;
 
+    const opts = {
+      file: where ? where.file : start.file,
+      argv: start.argv,
+      env: start.env,
+      cwd: where ? where.kernelCwd : start.cwd || null,
+      umask: start.umask,
+      fds,
+      setsid: true,
+      ctty: pty ? 0 : -1,
+      uid: this.runAs.uid,
+      gid: this.runAs.gid,
+      groups: this.runAs.groups,
+    };
     try {
-      this.pid = native.spawn({
-        file: start.file,
-        argv: start.argv,
-        env: start.env,
-        cwd: start.cwd || null,
-        umask: start.umask,
-        fds,
-        setsid: true,
-        ctty: pty ? 0 : -1,
-        uid: this.runAs.uid,
-        gid: this.runAs.gid,
-        groups: this.runAs.groups,
-      });
+      if (where && this.view && this.viewEnv) {
+        this.traced = this.view.start(opts, where.cwd, this.viewEnv, (ev, errno) =>
+          this.tracedExit(ev, errno),
+        );
+        this.pid = this.traced.pid;
+      } else {
+        this.pid = native.spawn(opts);
+      }
     } catch (e) {
+      this.view?.cleanup();
       for (const p of plumbing) closeFds(p.ours, p.theirs);
       if (pty) closeFds(pty.master, pty.slave);
       const err = e as NodeJS.ErrnoException;
@@ -160,18 +214,42 @@ export class ExecSession {
 
     if (pty) this.relay(0, 'rw', pty.master, true);
     for (const p of plumbing) this.relay(p.fd, p.mode, p.ours, false);
-    watchChild(this.pid, (st) => {
-      this.exited = true;
-      this.exitEvent = {
-        type: 'exit',
-        code: st.code,
-        signal: st.signal === null ? null : signalName(st.signal),
-        core: st.core,
-      };
-      this.log.info({ pid: this.pid, code: st.code, signal: this.exitEvent.signal }, 'exited');
-      this.maybeFinish();
-    });
+    if (!this.traced) watchChild(this.pid, (st) => this.exitedWith(st.code, st.signal, st.core));
     this.readControl(pty);
+  }
+
+  private tracedExit(ev: WaitEvent, execErrno: number | null): void {
+    this.traced?.cleanup();
+    if (execErrno !== null && ev.kind === 'exited') {
+      // The program never started: say why, as a shell would.
+      const code = errnoName(execErrno);
+      this.exitedWith(null, null, false, {
+        type: 'error',
+        code,
+        message: `${this.start.file}: ${strerror(code)}`,
+        exitCode: execErrno === constants.errno.ENOENT ? 127 : 126,
+      });
+      return;
+    }
+    if (ev.kind === 'exited') this.exitedWith(ev.code, null, false);
+    else if (ev.kind === 'killed') this.exitedWith(null, ev.signal, ev.core);
+  }
+
+  private exitedWith(
+    code: number | null,
+    signal: number | null,
+    core: boolean,
+    error?: ExecEvent,
+  ): void {
+    this.exited = true;
+    this.exitEvent = error ?? {
+      type: 'exit',
+      code,
+      signal: signal === null ? null : signalName(signal),
+      core,
+    };
+    this.log.info({ pid: this.pid, code, signal }, 'exited');
+    this.maybeFinish();
   }
 
   /** Connects one program fd to its stream, in the directions its mode says. */
@@ -307,6 +385,18 @@ function closeFds(...fds: number[]): void {
       // Already closed.
     }
   }
+}
+
+function errnoName(n: number): string {
+  for (const [name, value] of Object.entries(constants.errno)) if (value === n) return name;
+  return 'EIO';
+}
+
+/** The C library's text for an errno name, as the shell prints it. */
+function strerror(code: string): string {
+  const n = constants.errno[code as keyof typeof constants.errno];
+  if (typeof n !== 'number') return code;
+  return util.getSystemErrorMessage(-n);
 }
 
 function describe(err: NodeJS.ErrnoException): string {

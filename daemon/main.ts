@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // tetherd: the device daemon. Listens for mutually authenticated TLS
 // connections (or serves one connection on stdio) and runs programs for them.
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
@@ -11,12 +13,14 @@ import { encodeFrame, FrameType } from '../transport/frames.ts';
 import { loadOrCreateIdentity } from '../transport/identity.ts';
 import { DEFAULT_PORT } from '../transport/protocol.ts';
 import { createTlsServer, peerFingerprint } from '../transport/tls.ts';
+import { ContentCache } from './cache.ts';
 import type { RunAs } from './exec.ts';
 import { createLogger, type Logger } from './log.ts';
 import { openPairing, pairingOpen } from './pairing.ts';
 import { serveConnection } from './server.ts';
 import { defaultStateDir, State } from './state.ts';
 import { lookupUser } from './users.ts';
+import { hasSeccomp, type ViewEnv } from './view-session.ts';
 
 function parseListen(v: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(v);
@@ -62,6 +66,25 @@ function resolveRunAs(user: string | undefined): RunAs {
   return { uid: u.uid, gid: u.gid, groups: u.groups };
 }
 
+/** The content cache and run scratch space under the state directory, if tracing can work. */
+function makeViewEnv(stateDir: string, log: Logger): ViewEnv | null {
+  try {
+    const runsDir = join(stateDir, 'runs');
+    // Scratch of runs a killed daemon left behind.
+    rmSync(runsDir, { recursive: true, force: true });
+    mkdirSync(runsDir, { recursive: true, mode: 0o755 });
+    const status = readFileSync('/proc/self/status', 'latin1');
+    return {
+      cache: new ContentCache(join(stateDir, 'cache')),
+      runsDir,
+      seccomp: hasSeccomp(status),
+    };
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, 'runs with a view are unavailable');
+    return null;
+  }
+}
+
 async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   const state = new State(o.state);
   const runAs = resolveRunAs(o.user);
@@ -73,6 +96,7 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     deviceFingerprint: id.fingerprint,
     deviceName: hostname(),
     idleTimeoutMs: o.idleTimeout * 1000,
+    viewEnv: makeViewEnv(state.dir, log),
   };
 
   if (o.stdio) {

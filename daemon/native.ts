@@ -23,6 +23,12 @@ export interface SpawnOptions {
   gid: number;
   /** Supplementary groups, or null to keep the daemon's. */
   groups: number[] | null;
+  /**
+   * Trace the program: the child is PTRACE_SEIZEd with these options before its execve, which
+   * becomes the tracer's first stop; `filter` (struct sock_filter[]) is installed right before
+   * the execve. spawn then returns before the exec: its outcome is the tracer's to see.
+   */
+  trace?: { options: number; filter: Buffer | null };
 }
 
 export interface ExitStatus {
@@ -52,6 +58,19 @@ interface Addon {
   setWinsize(fd: number, rows: number, cols: number): void;
   getWinsize(fd: number): Winsize;
   setNonblock(fd: number, on: boolean): void;
+  ptrace(request: number, pid: number, addr: number, data: number): number;
+  getEventMsg(pid: number): number;
+  getSiginfo(pid: number): Buffer;
+  getSyscallInfo(pid: number): Buffer;
+  getRegset(pid: number, type: number, maxSize: number): Buffer;
+  setRegset(pid: number, type: number, regs: Buffer): void;
+  readMem(pid: number, addr: bigint, len: number): Buffer;
+  readString(pid: number, addr: bigint, max: number): Buffer | null;
+  writeMem(pid: number, addr: bigint, data: Buffer): void;
+  waitStatus(pid: number): number | null;
+  inotifyInit(): number;
+  inotifyAddWatch(fd: number, path: string, mask: number): number;
+  inotifyRmWatch(fd: number, wd: number): void;
 }
 
 // TETHER_ADDON: packaged builds extract the addon somewhere else than the repository.
@@ -84,3 +103,28 @@ export const openpty: () => Pty = addon.openpty;
 export const setWinsize: (fd: number, rows: number, cols: number) => void = addon.setWinsize;
 export const getWinsize: (fd: number) => Winsize = addon.getWinsize;
 export const setNonblock: (fd: number, on: boolean) => void = addon.setNonblock;
+
+/** ptrace(request, pid, addr, data) for requests whose addr and data are integers. */
+export const ptrace: (request: number, pid: number, addr: number, data: number) => number =
+  addon.ptrace;
+export const getEventMsg: (pid: number) => number = addon.getEventMsg;
+/** The raw siginfo_t of a signal-delivery stop. */
+export const getSiginfo: (pid: number) => Buffer = addon.getSiginfo;
+/** The raw struct ptrace_syscall_info of a syscall or seccomp stop. */
+export const getSyscallInfo: (pid: number) => Buffer = addon.getSyscallInfo;
+/** A regset (e.g. NT_PRSTATUS) as long as the kernel filled it: its length tells the ABI. */
+export const getRegset: (pid: number, type: number, maxSize: number) => Buffer = addon.getRegset;
+export const setRegset: (pid: number, type: number, regs: Buffer) => void = addon.setRegset;
+/** Up to len bytes of the tracee's memory; shorter where its mapping ends. */
+export const readMem: (pid: number, addr: bigint, len: number) => Buffer = addon.readMem;
+/** Bytes before the first NUL (max bytes when none), or null when addr is unmapped. */
+export const readString: (pid: number, addr: bigint, max: number) => Buffer | null =
+  addon.readString;
+export const writeMem: (pid: number, addr: bigint, data: Buffer) => void = addon.writeMem;
+/** Raw wait status of exactly this pid or thread (__WALL, WNOHANG), or null. */
+export const waitStatus: (pid: number) => number | null = addon.waitStatus;
+/** A non-blocking, close-on-exec inotify fd; events are read with fs.readSync. */
+export const inotifyInit: () => number = addon.inotifyInit;
+export const inotifyAddWatch: (fd: number, path: string, mask: number) => number =
+  addon.inotifyAddWatch;
+export const inotifyRmWatch: (fd: number, wd: number) => void = addon.inotifyRmWatch;

@@ -10,6 +10,7 @@ import { ExecSession, type RunAs } from './exec.ts';
 import type { Logger } from './log.ts';
 import { checkPairing } from './pairing.ts';
 import type { State } from './state.ts';
+import type { ViewEnv } from './view-session.ts';
 
 export interface ServeOptions {
   state: State;
@@ -18,6 +19,8 @@ export interface ServeOptions {
   deviceFingerprint: string;
   deviceName: string;
   idleTimeoutMs?: number;
+  /** What traced runs need; null where this device cannot trace (runs without a view only). */
+  viewEnv: ViewEnv | null;
 }
 
 /** Who is on the other end, as established before any stream is read. */
@@ -30,7 +33,10 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
   const conn = new Connection(socket, { role: 'server', caps, idleTimeoutMs: opts.idleTimeoutMs });
   const log = opts.log.child({ peer: peer.fingerprint ?? 'stdio' });
   const sessions = new Map<number, ExecSession>();
+  /** Streams of a run whose exec header is still in flight; fd -1 is its view stream. */
   const waitingFds = new Map<number, { fd: number; stream: Stream }[]>();
+  const attach = (session: ExecSession, fd: number, stream: Stream) =>
+    fd === -1 ? session.attachView(stream) : session.attachFd(fd, stream);
 
   conn.on('close', (err) => {
     for (const s of sessions.values()) s.abort();
@@ -80,20 +86,22 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
     }
     switch (header.kind) {
       case 'exec': {
-        const session = new ExecSession(stream, header, opts.runAs, log);
+        const session = new ExecSession(stream, header, opts.runAs, log, opts.viewEnv);
         sessions.set(stream.id, session);
         stream.on('close', () => sessions.delete(stream.id));
-        for (const w of waitingFds.get(stream.id) ?? []) session.attachFd(w.fd, w.stream);
+        for (const w of waitingFds.get(stream.id) ?? []) attach(session, w.fd, w.stream);
         waitingFds.delete(stream.id);
         return;
       }
-      case 'fd': {
+      case 'fd':
+      case 'view': {
+        const fd = header.kind === 'fd' ? header.fd : -1;
         const session = sessions.get(header.exec);
-        if (session) session.attachFd(header.fd, stream);
+        if (session) attach(session, fd, stream);
         else if (header.exec < stream.id && conn.isLocalId(header.exec) === false) {
           // The exec header may still be in flight through its own reader.
           const list = waitingFds.get(header.exec) ?? [];
-          list.push({ fd: header.fd, stream });
+          list.push({ fd, stream });
           waitingFds.set(header.exec, list);
           setTimeout(() => {
             const waiting = waitingFds.get(header.exec);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the Node-API addons without node-gyp or downloads:
-#   daemon/native/tether.c  -> build/<arch>/tether.node  (tetherd: spawn, pty, waitpid)
-#   client/native/recvfds.c -> build/<arch>/recvfds.node (the agent: fds from a launcher)
+#   daemon/native/*.c       -> build/<arch>/tether.node  (tetherd: spawn, pty, waitpid, ptrace)
+#   client/native/*.c       -> build/<arch>/recvfds.node (the agent: fds from a launcher)
 #   CC=...      compiler (default cc); a cross compiler for another device arch
 #   OUTDIR=...  output directory (default build/<node's process.arch>)
 #   CFLAGS=...  LDFLAGS=...  extra flags, e.g. --sysroot for cross builds
@@ -16,13 +16,15 @@ if [ -z "${OUTDIR:-}" ]; then
 fi
 mkdir -p "$OUTDIR"
 
-for src in daemon/native/tether.c client/native/recvfds.c; do
-  out="$OUTDIR/$(basename "$src" .c).node"
+# Each addon is every .c file of its directory.
+for dir in daemon/native client/native; do
+  case $dir in daemon/*) name=tether ;; *) name=recvfds ;; esac
+  out="$OUTDIR/$name.node"
   # Link to a temporary name and rename, so a running process's mapped copy is never rewritten.
   tmp="$out.tmp.$$"
   trap 'rm -f "$tmp"' EXIT
   # shellcheck disable=SC2086 # CFLAGS/LDFLAGS are word lists
   "${CC:-cc}" -O2 -Wall -Wextra -shared -fPIC -I node_modules/node-api-headers/include \
-    ${CFLAGS:-} -o "$tmp" "$src" ${LDFLAGS:-}
+    ${CFLAGS:-} -o "$tmp" "$dir"/*.c ${LDFLAGS:-}
   mv -f "$tmp" "$out"
 done

@@ -2,6 +2,7 @@
 // validators for what arrives from the peer. Field meanings: docs/protocol.md.
 import { createHmac } from 'node:crypto';
 import { ErrorCode, TransportError } from './errors.ts';
+import { parseViewSpec, type ViewSpec } from './view.ts';
 
 /** tetherd's TCP port when none is given (sbrsh used it too). */
 export const DEFAULT_PORT = 1202;
@@ -33,6 +34,8 @@ export interface ExecStart {
   umask: number;
   tty: TtySpec | null;
   fds: FdSpec[];
+  /** The run's view (its file system comes from the client), or null for the device's own. */
+  view: ViewSpec | null;
 }
 
 /** First message of an `fd` stream: which exec and which program fd it carries. */
@@ -42,6 +45,12 @@ export interface FdOpen {
   fd: number;
 }
 
+/** First message of a run's `view` stream (opened by the client after its fd streams). */
+export interface ViewOpen {
+  kind: 'view';
+  exec: number;
+}
+
 /** First message of a `pair` stream. */
 export interface PairRequest {
   kind: 'pair';
@@ -49,7 +58,7 @@ export interface PairRequest {
   proof: Uint8Array;
 }
 
-export type Header = ExecStart | FdOpen | PairRequest;
+export type Header = ExecStart | FdOpen | ViewOpen | PairRequest;
 
 /** Messages on an exec stream after the start. */
 export type ExecControl =
@@ -140,7 +149,8 @@ function parseExecStart(m: Record<string, unknown>): ExecStart {
   ) {
     throw bad('with tty, fds must hold fd 0 (rw) and neither 1 nor 2');
   }
-  return { kind: 'exec', argv, file, env, cwd: m.cwd, umask: m.umask, tty, fds };
+  const view = m.view === undefined || m.view === null ? null : parseViewSpec(m.view);
+  return { kind: 'exec', argv, file, env, cwd: m.cwd, umask: m.umask, tty, fds, view };
 }
 
 /** Validates the first message of a stream opened by the peer. */
@@ -152,6 +162,9 @@ export function parseHeader(x: unknown): Header {
     case 'fd':
       if (!isUint(x.exec) || !isUint(x.fd, MAX_FD)) throw bad('bad fd header');
       return { kind: 'fd', exec: x.exec, fd: x.fd };
+    case 'view':
+      if (!isUint(x.exec)) throw bad('bad view header');
+      return { kind: 'view', exec: x.exec };
     case 'pair':
       if (!isStr(x.name) || x.name.length > 256 || !(x.proof instanceof Uint8Array))
         throw bad('bad pair request');

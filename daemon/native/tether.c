@@ -4,8 +4,10 @@
  * Plain C against Node-API so one build works with every Node of the same NAPI_VERSION.
  */
 #define _GNU_SOURCE
-#define NAPI_VERSION 8
-#include <node_api.h>
+#include "napi-util.h"
+
+napi_value trace_init(napi_env env, napi_value exports);          /* trace.c */
+napi_value inotify_init_module(napi_env env, napi_value exports); /* inotify.c */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,135 +31,6 @@
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
-
-/* Only distinct values on Linux: EWOULDBLOCK, EDEADLOCK and ENOTSUP are aliases. */
-static const char *errno_name(int err) {
-  switch (err) {
-#define E(x) \
-  case x:    \
-    return #x;
-    E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(ENOEXEC) E(EBADF) E(ECHILD)
-    E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(ENOTBLK) E(EBUSY) E(EEXIST) E(EXDEV) E(ENODEV)
-    E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ENOTTY) E(ETXTBSY) E(EFBIG) E(ENOSPC)
-    E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE) E(EDOM) E(ERANGE) E(EDEADLK) E(ENAMETOOLONG) E(ENOLCK)
-    E(ENOSYS) E(ENOTEMPTY) E(ELOOP) E(ENOMSG) E(EIDRM) E(ECHRNG) E(EL2NSYNC) E(EL3HLT) E(EL3RST)
-    E(ELNRNG) E(EUNATCH) E(ENOCSI) E(EL2HLT) E(EBADE) E(EBADR) E(EXFULL) E(ENOANO) E(EBADRQC)
-    E(EBADSLT) E(EBFONT) E(ENOSTR) E(ENODATA) E(ETIME) E(ENOSR) E(ENONET) E(ENOPKG) E(EREMOTE)
-    E(ENOLINK) E(EADV) E(ESRMNT) E(ECOMM) E(EPROTO) E(EMULTIHOP) E(EDOTDOT) E(EBADMSG)
-    E(EOVERFLOW) E(ENOTUNIQ) E(EBADFD) E(EREMCHG) E(ELIBACC) E(ELIBBAD) E(ELIBSCN) E(ELIBMAX)
-    E(ELIBEXEC) E(EILSEQ) E(ERESTART) E(ESTRPIPE) E(EUSERS) E(ENOTSOCK) E(EDESTADDRREQ)
-    E(EMSGSIZE) E(EPROTOTYPE) E(ENOPROTOOPT) E(EPROTONOSUPPORT) E(ESOCKTNOSUPPORT) E(EOPNOTSUPP)
-    E(EPFNOSUPPORT) E(EAFNOSUPPORT) E(EADDRINUSE) E(EADDRNOTAVAIL) E(ENETDOWN) E(ENETUNREACH)
-    E(ENETRESET) E(ECONNABORTED) E(ECONNRESET) E(ENOBUFS) E(EISCONN) E(ENOTCONN) E(ESHUTDOWN)
-    E(ETOOMANYREFS) E(ETIMEDOUT) E(ECONNREFUSED) E(EHOSTDOWN) E(EHOSTUNREACH) E(EALREADY)
-    E(EINPROGRESS) E(ESTALE) E(EUCLEAN) E(ENOTNAM) E(ENAVAIL) E(EISNAM) E(EREMOTEIO) E(EDQUOT)
-    E(ENOMEDIUM) E(EMEDIUMTYPE) E(ECANCELED) E(ENOKEY) E(EKEYEXPIRED) E(EKEYREVOKED)
-    E(EKEYREJECTED) E(EOWNERDEAD) E(ENOTRECOVERABLE) E(ERFKILL) E(EHWPOISON)
-#undef E
-  default:
-    return "EUNKNOWN";
-  }
-}
-
-/* Throws Error("<syscall>: <CODE> (<strerror>)") with .code, .errno and .syscall set. */
-static napi_value throw_errno(napi_env env, const char *syscall_name, int err) {
-  char msg[256];
-  const char *code = errno_name(err);
-  snprintf(msg, sizeof msg, "%s: %s (%s)", syscall_name, code, strerror(err));
-  napi_value code_v, msg_v, error, errno_v, syscall_v;
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
-  napi_create_error(env, code_v, msg_v, &error);
-  napi_create_int32(env, err, &errno_v);
-  napi_set_named_property(env, error, "errno", errno_v);
-  napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &syscall_v);
-  napi_set_named_property(env, error, "syscall", syscall_v);
-  napi_throw(env, error);
-  return NULL;
-}
-
-static bool type_error(napi_env env, const char *what, const char *expected) {
-  char msg[160];
-  snprintf(msg, sizeof msg, "%s must be %s", what, expected);
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return false;
-}
-
-static bool get_int(napi_env env, napi_value v, const char *what, int64_t min, int64_t max,
-                    int64_t *out) {
-  napi_valuetype t;
-  double d;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return type_error(env, what, "a number");
-  napi_get_value_double(env, v, &d);
-  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "%s must be an integer in [%lld, %lld]", what, (long long)min,
-             (long long)max);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-    return false;
-  }
-  *out = (int64_t)d;
-  return true;
-}
-
-/* malloc'd copy; rejects embedded NULs, which C would silently truncate. */
-static char *get_string(napi_env env, napi_value v, const char *what) {
-  napi_valuetype t;
-  size_t len;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) {
-    type_error(env, what, "a string");
-    return NULL;
-  }
-  napi_get_value_string_utf8(env, v, NULL, 0, &len);
-  char *s = malloc(len + 1);
-  if (!s) {
-    throw_errno(env, "malloc", ENOMEM);
-    return NULL;
-  }
-  napi_get_value_string_utf8(env, v, s, len + 1, &len);
-  if (strlen(s) != len) {
-    free(s);
-    type_error(env, what, "a string without NUL bytes");
-    return NULL;
-  }
-  return s;
-}
-
-static bool get_array(napi_env env, napi_value obj, const char *key, napi_value *arr,
-                      uint32_t *len) {
-  bool is_array;
-  if (napi_get_named_property(env, obj, key, arr) != napi_ok) return false;
-  if (napi_is_array(env, *arr, &is_array) != napi_ok || !is_array)
-    return type_error(env, key, "an array");
-  napi_get_array_length(env, *arr, len);
-  return true;
-}
-
-static void free_strv(char **v) {
-  if (!v) return;
-  for (char **p = v; *p; p++) free(*p);
-  free(v);
-}
-
-/* NULL-terminated malloc'd vector, as execve wants it. */
-static char **get_strv(napi_env env, napi_value obj, const char *key) {
-  napi_value arr, el;
-  uint32_t n;
-  if (!get_array(env, obj, key, &arr, &n)) return NULL;
-  char **v = calloc((size_t)n + 1, sizeof *v);
-  if (!v) {
-    throw_errno(env, "malloc", ENOMEM);
-    return NULL;
-  }
-  for (uint32_t i = 0; i < n; i++) {
-    napi_get_element(env, arr, i, &el);
-    if (!(v[i] = get_string(env, el, key))) {
-      free_strv(v);
-      return NULL;
-    }
-  }
-  return v;
-}
 
 /* Failing steps of the child, reported to the parent by index. */
 enum step {
@@ -167,10 +44,12 @@ enum step {
   STEP_DUP2,
   STEP_CLOSE,
   STEP_EXECVE,
+  STEP_SECCOMP,
+  STEP_READY, /* not a failure: a traced child waits for its tracer */
 };
 static const char *const step_names[] = {
     "setsid", "ioctl(TIOCSCTTY)", "chdir", "setgroups", "setgid", "setuid",
-    "fcntl(F_DUPFD)", "dup2", "close", "execve",
+    "fcntl(F_DUPFD)", "dup2", "close", "execve", "seccomp", "ready",
 };
 
 struct spawn_req {
@@ -190,6 +69,11 @@ struct spawn_req {
   int umask;
   int64_t uid, gid;
   int maxfd; /* last-resort close bound when neither close_range nor /proc work */
+  /* Traced spawn: the parent PTRACE_SEIZEs the child before its execve, which is then
+   * the tracer's first stop. The filter, if any, is installed right before execve. */
+  bool trace;
+  int ptrace_options;
+  struct sock_fprog filter;
 };
 
 static void free_req(struct spawn_req *r) {
@@ -201,6 +85,7 @@ static void free_req(struct spawn_req *r) {
   free(r->fds);
   free(r->tmp);
   free(r->groups);
+  free(r->filter.filter);
 }
 
 /* execvp's search list, built from the child's env (not ours); default like glibc's _CS_PATH. */
@@ -244,6 +129,35 @@ static bool build_paths(napi_env env, struct spawn_req *r) {
     r->paths[i] = s;
     p = *end ? end + 1 : end;
   }
+  return true;
+}
+
+/* trace: { options: PTRACE_O_* bits, filter: Buffer of struct sock_filter, or null } */
+static bool parse_trace(napi_env env, napi_value v, struct spawn_req *r) {
+  napi_value f;
+  napi_valuetype t;
+  int64_t x;
+  r->trace = true;
+  napi_get_named_property(env, v, "options", &f);
+  if (!get_int(env, f, "trace.options", 0, INT32_MAX, &x)) return false;
+  r->ptrace_options = (int)x;
+  napi_get_named_property(env, v, "filter", &f);
+  napi_typeof(env, f, &t);
+  if (t == napi_null || t == napi_undefined) return true;
+  bool is_buf;
+  void *data;
+  size_t len;
+  if (napi_is_buffer(env, f, &is_buf) != napi_ok || !is_buf)
+    return type_error(env, "trace.filter", "a Buffer or null");
+  napi_get_buffer_info(env, f, &data, &len);
+  if (len == 0 || len % sizeof(struct sock_filter) || len / sizeof(struct sock_filter) > BPF_MAXINSNS)
+    return type_error(env, "trace.filter", "whole sock_filter instructions (1..4096)");
+  if (!(r->filter.filter = malloc(len))) {
+    throw_errno(env, "malloc", ENOMEM);
+    return false;
+  }
+  memcpy(r->filter.filter, data, len);
+  r->filter.len = (unsigned short)(len / sizeof(struct sock_filter));
   return true;
 }
 
@@ -320,6 +234,10 @@ static bool parse_spawn(napi_env env, napi_value opts, struct spawn_req *r) {
     }
   }
 
+  napi_get_named_property(env, opts, "trace", &v);
+  napi_typeof(env, v, &t);
+  if (t != napi_undefined && t != napi_null && !parse_trace(env, v, r)) return false;
+
   struct rlimit rl;
   r->maxfd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1u << 20) ? (int)rl.rlim_cur
                                                                           : 1 << 20;
@@ -372,7 +290,9 @@ static bool close_above(int low, int maxfd) {
   return n == 0;
 }
 
-static void __attribute__((noreturn)) child(const struct spawn_req *r, int errfd) {
+static void __attribute__((noreturn)) traced_exec(const struct spawn_req *r, int errfd, int gofd);
+
+static void __attribute__((noreturn)) child(const struct spawn_req *r, int errfd, int gofd) {
   /* Dispositions first (all signals are still blocked from the parent), so no Node handler
    * can run here, and ignored signals such as Node's SIGPIPE are not inherited across exec. */
   struct sigaction sa;
@@ -407,13 +327,21 @@ static void __attribute__((noreturn)) child(const struct spawn_req *r, int errfd
   if (e < 0) child_fail(errfd, STEP_DUPFD, errno);
   if (dup3(e, base, O_CLOEXEC) < 0) child_fail(e, STEP_DUP2, errno);
   errfd = base;
+  int keep = base;
+  if (r->trace) {
+    /* The go pipe rides just above the error pipe. */
+    int g = fcntl(gofd, F_DUPFD_CLOEXEC, base + 1);
+    if (g < 0 || dup3(g, base + 1, O_CLOEXEC) < 0) child_fail(errfd, STEP_DUP2, errno);
+    gofd = keep = base + 1;
+  }
   for (int i = 0; i < base; i++) {
     if (r->fds[i] < 0)
       close(i);
     else if (dup2(tmp[i], i) < 0) /* dup2 clears FD_CLOEXEC on the placed fd */
       child_fail(errfd, STEP_DUP2, errno);
   }
-  if (!close_above(base, r->maxfd)) child_fail(errfd, STEP_CLOSE, errno);
+  if (!close_above(keep, r->maxfd)) child_fail(errfd, STEP_CLOSE, errno);
+  if (r->trace) traced_exec(r, errfd, gofd);
 
   /* execvp's rules, minus its /bin/sh fallback: ENOEXEC is reported, not reinterpreted. */
   bool eacces = false;
@@ -426,6 +354,32 @@ static void __attribute__((noreturn)) child(const struct spawn_req *r, int errfd
       child_fail(errfd, STEP_EXECVE, err);
   }
   child_fail(errfd, STEP_EXECVE, eacces ? EACCES : ENOENT);
+}
+
+/* Says "ready", waits until the tracer has seized us, then execs under the filter. The execve is
+ * the tracer's business from here on (it is redirected or failed by the tracer), so its error
+ * only decides the exit status, as in a shell: 127 not found, 126 not runnable. */
+static void __attribute__((noreturn)) traced_exec(const struct spawn_req *r, int errfd, int gofd) {
+  int msg[2] = {0, (int)STEP_READY};
+  ssize_t n;
+  do n = write(errfd, msg, sizeof msg);
+  while (n < 0 && errno == EINTR);
+  char go;
+  do n = read(gofd, &go, 1);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) _exit(127); /* the parent gave up on us */
+  close(gofd);
+  close(errfd);
+  if (r->filter.filter) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &r->filter) < 0) {
+      static const char m[] = "tether: cannot install the seccomp filter\n";
+      (void)!write(2, m, sizeof m - 1);
+      _exit(126);
+    }
+  }
+  execve(r->file, r->argv, r->envp);
+  _exit(errno == ENOENT ? 127 : 126);
 }
 
 /* ---- Parent side ---- */
@@ -442,9 +396,15 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   }
   if (!parse_spawn(env, opts, &r)) goto out;
 
-  int errpipe[2];
+  int errpipe[2], gopipe[2] = {-1, -1};
   if (pipe2(errpipe, O_CLOEXEC) < 0) {
     throw_errno(env, "pipe2", errno);
+    goto out;
+  }
+  if (r.trace && pipe2(gopipe, O_CLOEXEC) < 0) {
+    throw_errno(env, "pipe2", errno);
+    close(errpipe[0]);
+    close(errpipe[1]);
     goto out;
   }
   /* Blocked across fork so no signal handler of Node runs in the child before reset. */
@@ -452,12 +412,14 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t pid = fork();
-  if (pid == 0) child(&r, errpipe[1]);
+  if (pid == 0) child(&r, errpipe[1], gopipe[0]);
   int fork_err = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   close(errpipe[1]);
+  if (r.trace) close(gopipe[0]);
   if (pid < 0) {
     close(errpipe[0]);
+    if (r.trace) close(gopipe[1]);
     throw_errno(env, "fork", fork_err);
     goto out;
   }
@@ -468,6 +430,28 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   do got = read(errpipe[0], msg, sizeof msg);
   while (got < 0 && errno == EINTR);
   close(errpipe[0]);
+  if (r.trace && got == (ssize_t)sizeof msg && msg[1] == STEP_READY) {
+    int err = 0;
+    const char *what = "ptrace(PTRACE_SEIZE)";
+    if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)r.ptrace_options) < 0) err = errno;
+    char go = 1;
+    if (!err && write(gopipe[1], &go, 1) != 1) {
+      err = errno;
+      what = "write";
+    }
+    close(gopipe[1]);
+    if (err) {
+      kill(pid, SIGKILL);
+      int st;
+      while (waitpid(pid, &st, __WALL) < 0 && errno == EINTR) {
+      }
+      throw_errno(env, what, err);
+      goto out;
+    }
+    napi_create_int32(env, pid, &result);
+    goto out;
+  }
+  if (r.trace) close(gopipe[1]);
   if (got == (ssize_t)sizeof msg) {
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
@@ -479,25 +463,6 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
 out:
   free_req(&r);
   return result;
-}
-
-static bool arg_ints(napi_env env, napi_callback_info info, size_t want, int64_t *out,
-                     const char *const *names, const int64_t *min, const int64_t *max) {
-  napi_value argv[3];
-  size_t argc = 3;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  for (size_t i = 0; i < want; i++) {
-    if (i >= argc) return type_error(env, names[i], "a number");
-    if (!get_int(env, argv[i], names[i], min[i], max[i], &out[i])) return false;
-  }
-  return true;
-}
-
-static napi_value set_int(napi_env env, napi_value obj, const char *key, int64_t v) {
-  napi_value n;
-  napi_create_int64(env, v, &n);
-  napi_set_named_property(env, obj, key, n);
-  return obj;
 }
 
 static napi_value js_waitpid(napi_env env, napi_callback_info info) {
@@ -658,5 +623,6 @@ NAPI_MODULE_INIT() {
       {"setNonblock", NULL, js_set_nonblock, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
-  return exports;
+  trace_init(env, exports);
+  return inotify_init_module(env, exports);
 }

@@ -34,6 +34,7 @@ t.test('failed and finished runs leave no stream open on either side', async (t)
       log: createLogger('silent', 'json'),
       deviceFingerprint: 'test',
       deviceName: 'test',
+      viewEnv: null,
     },
   );
   const client = new Connection(a, { role: 'client', caps: ['exec'] });
@@ -46,6 +47,7 @@ t.test('failed and finished runs leave no stream open on either side', async (t)
     fds: [],
     verbose: false,
     deviceName: 'test',
+    view: null,
   };
   for (let i = 0; i < 3; i++) {
     const err = await run(client, { ...req, argv: ['no-such-program-here'] }, io).catch(

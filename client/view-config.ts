@@ -1,0 +1,45 @@
+// The mount table of a run: the host directory shown as `/` (read-only: a sysroot, or the host's
+// own root), the user's writable trees at their own paths (home, the working directory,
+// configured binds), and the device's own /dev, /proc, /sys and /tmp.
+import { homedir } from 'node:os';
+import { resolve } from 'node:path';
+import type { ViewMount } from '../transport/view.ts';
+import type { DeviceConfig } from './config.ts';
+import type { Mount } from './view-resolve.ts';
+
+export const DEVICE_MOUNTS = ['/dev', '/proc', '/sys', '/tmp'] as const;
+
+export interface ViewChoice {
+  /** --view / --no-view; undefined follows the device's config. */
+  view?: boolean;
+  root?: string;
+  binds: string[];
+}
+
+/** The run's mounts, or null for a run on the device's own files. */
+export function viewMounts(device: DeviceConfig, choice: ViewChoice, cwd: string): Mount[] | null {
+  const on = choice.view ?? device.view === 'yes';
+  if (!on) return null;
+  const root = resolve(choice.root ?? device.root ?? '/');
+  const mounts: Mount[] = [{ path: '/', host: root, readonly: true }];
+  for (const p of DEVICE_MOUNTS) mounts.push({ path: p, device: true });
+  const binds = [...device.binds, ...choice.binds];
+  // Without a sysroot the host's tree is the view: the user's own places are writable.
+  if (root === '/') binds.push(homedir(), cwd);
+  for (const b of binds.map((p) => resolve(p))) {
+    if (b === '/' || mounts.some((m) => m.path === b)) continue;
+    mounts.push({ path: b, host: b, readonly: false });
+  }
+  return mounts;
+}
+
+/** What the device learns of the mounts: paths and kinds, never host directories. */
+export function viewSpecOf(mounts: readonly Mount[]): { mounts: ViewMount[] } {
+  return {
+    mounts: mounts.map((m) =>
+      'device' in m
+        ? { path: m.path, device: true, readonly: false }
+        : { path: m.path, device: false, readonly: m.readonly },
+    ),
+  };
+}

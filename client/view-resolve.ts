@@ -1,0 +1,283 @@
+// Path resolution inside the view: a path is walked one component at a time
+// from the view's root, each host file lstat'ed under its mount, and every
+// symlink and `..` is followed in the view, never by the host's kernel. So
+// no answer can name a host file outside an exported root (the host mounts).
+import type { BigIntStats } from 'node:fs';
+import { lstat, readlink, stat } from 'node:fs/promises';
+import { posix } from 'node:path';
+import type { ViewStat } from '../transport/view.ts';
+import { TetherError } from './errors.ts';
+
+/** A host directory (or file) shown at `path` in the view. */
+export interface HostMount {
+  path: string;
+  /** Absolute host path: an exported root. */
+  host: string;
+  readonly: boolean;
+}
+
+/** A path whose files are the device's own (/proc, /dev, /tmp…). */
+export interface DeviceMount {
+  path: string;
+  device: true;
+}
+
+export type Mount = HostMount | DeviceMount;
+
+/** An error the view answers with: an errno name, as the kernel would give it. */
+export class ViewError extends Error {
+  readonly errno: string;
+  constructor(errno: string) {
+    super(errno);
+    this.name = 'ViewError';
+    this.errno = errno;
+  }
+}
+
+/** A host file inside an exported root; `st` is its lstat (stat for a mount's root). */
+export interface HostNode {
+  where: 'host';
+  path: string;
+  host: string;
+  mount: HostMount;
+  st: BigIntStats;
+}
+
+/**
+ * A directory on the way to a mount point that the host lacks (or has as a non-directory):
+ * the view makes it up, holding only the mounts below it. No host file is behind it.
+ */
+export interface GlueNode {
+  where: 'glue';
+  path: string;
+  mount: HostMount;
+  st: ViewStat;
+}
+
+/** The path leads into a device mount: the device resolves `path` itself. */
+export interface DeviceNode {
+  where: 'device';
+  path: string;
+}
+
+export type Resolved = HostNode | GlueNode | DeviceNode;
+
+/** The last component of a path, named in its resolved directory, not looked up. */
+export interface HostEntry {
+  where: 'entry';
+  /** Canonical view path of the entry. */
+  path: string;
+  name: string;
+  /** The path ended with a slash (the entry must be a directory). */
+  slash: boolean;
+  host: string;
+  mount: HostMount;
+}
+
+export type ResolvedEntry = HostEntry | DeviceNode;
+
+/**
+ * What an op answers, after its directory resolved, when the last component is `.`, `..`, the
+ * root itself, or an entry the view holds (a mount point or a directory leading to one).
+ */
+export interface EntryErrors {
+  dot: string;
+  dotdot: string;
+  root: string;
+  busy: string;
+}
+
+/** The kernel's MAXSYMLINKS: links followed in one resolution. */
+const MAXSYMLINKS = 40;
+
+const S_IFDIR = 0o040000;
+
+function components(path: string): string[] {
+  const out = path.split('/').filter((c) => c !== '');
+  // A trailing slash asks for a directory, as a trailing `.` does.
+  if (out.length > 0 && path.endsWith('/')) out.push('.');
+  return out;
+}
+
+const join = (dir: string, name: string) => (dir === '/' ? `/${name}` : `${dir}/${name}`);
+
+function hostPath(m: HostMount, path: string): string {
+  if (path === m.path) return m.host;
+  const rest = m.path === '/' ? path : path.slice(m.path.length);
+  return m.host === '/' ? rest : m.host + rest;
+}
+
+function normalise(path: string): string {
+  if (!path.startsWith('/')) throw new TetherError(`view: ${path} is not an absolute path`);
+  const p = posix.normalize(path);
+  return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p;
+}
+
+/**
+ * A stable inode number for a directory the host cannot number (made-up ones, device mount
+ * points in a listing): FNV-1a of the view path, 52 bits so it stays a safe integer.
+ */
+export function viewIno(path: string): number {
+  let h = 0xcbf29ce484222325n;
+  for (const b of Buffer.from(path)) h = BigInt.asUintN(64, (h ^ BigInt(b)) * 0x100000001b3n);
+  return Number(h >> 12n);
+}
+
+const isDir = (n: HostNode | GlueNode) => n.where === 'glue' || n.st.isDirectory();
+
+interface Step {
+  path: string;
+  /** null for the root until it is needed. */
+  node: HostNode | GlueNode | null;
+}
+
+/** A run's mount table and the resolution of view paths against it. */
+export class ViewTable {
+  /** Longest path first, so the first match is the longest prefix. */
+  readonly mounts: readonly Mount[];
+  /** Mount paths and every directory on the way to one: entries the view holds. */
+  private readonly anchors = new Set<string>();
+  /** Directory → names of the anchors in it. */
+  private readonly children = new Map<string, Set<string>>();
+  private readonly born: [number, number];
+
+  constructor(mounts: readonly Mount[]) {
+    const seen = new Set<string>();
+    const list: Mount[] = mounts.map((m) => {
+      const path = normalise(m.path);
+      if (seen.has(path)) throw new TetherError(`view: ${path} is mounted twice`);
+      seen.add(path);
+      if ('device' in m) return { path, device: true };
+      if (!posix.isAbsolute(m.host)) throw new TetherError(`view: ${m.host} is not absolute`);
+      return { path, host: normalise(m.host), readonly: m.readonly };
+    });
+    if (!seen.has('/')) throw new TetherError('view: nothing is mounted at /');
+    this.mounts = list.sort((a, b) => b.path.length - a.path.length);
+    for (const m of this.mounts) {
+      for (let p = m.path; p !== '/'; p = posix.dirname(p)) {
+        this.anchors.add(p);
+        const dir = posix.dirname(p);
+        const names = this.children.get(dir) ?? new Set();
+        this.children.set(dir, names.add(posix.basename(p)));
+      }
+    }
+    const now = Date.now();
+    this.born = [Math.floor(now / 1000), (now % 1000) * 1e6];
+  }
+
+  mountOf(path: string): Mount {
+    for (const m of this.mounts) {
+      if (m.path === '/' || path === m.path || path.startsWith(`${m.path}/`)) return m;
+    }
+    throw new ViewError('ENOENT');
+  }
+
+  /** Names the view adds to the directory at `path` (mount points and the way to them). */
+  anchorsIn(path: string): ReadonlySet<string> {
+    return this.children.get(path) ?? new Set();
+  }
+
+  /** Resolves `path`; `follow` says whether a final symlink is followed. */
+  resolve(path: string, { follow }: { follow: boolean }): Promise<Resolved> {
+    return this.walk(path, follow);
+  }
+
+  /**
+   * Resolves the directory of `path` and names its last component without looking it up, for
+   * ops on the entry itself (create, remove, rename). Throws `errs` for the names those ops
+   * cannot act on.
+   */
+  async resolveParent(path: string, errs: EntryErrors): Promise<ResolvedEntry> {
+    const comps = path.split('/').filter((c) => c !== '');
+    const name = comps.pop() ?? '';
+    const slash = name !== '' && path.endsWith('/');
+    const dir = await this.walk(`/${comps.join('/')}`, true);
+    if (dir.where === 'device') {
+      return { where: 'device', path: join(dir.path, name) + (slash ? '/' : '') };
+    }
+    if (!isDir(dir)) throw new ViewError('ENOTDIR');
+    if (name === '') throw new ViewError(errs.root);
+    if (name === '.') throw new ViewError(errs.dot);
+    if (name === '..') throw new ViewError(errs.dotdot);
+    const p = join(dir.path, name);
+    const m = this.mountOf(p);
+    if ('device' in m) return { where: 'device', path: p + (slash ? '/' : '') };
+    if (this.anchors.has(p)) throw new ViewError(errs.busy);
+    // A made-up directory holds nothing but its anchors.
+    if (dir.where === 'glue') throw new ViewError('EROFS');
+    return { where: 'entry', path: p, name, slash, host: hostPath(m, p), mount: m };
+  }
+
+  private glue(path: string, mount: HostMount): GlueNode {
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
+    const t = this.born;
+    const st: ViewStat = {
+      dev: 0,
+      ino: viewIno(path),
+      mode: S_IFDIR | 0o555,
+      nlink: 2,
+      uid,
+      gid,
+      rdev: 0,
+      size: 0,
+      blksize: 4096,
+      blocks: 0,
+      atime: t,
+      mtime: t,
+      ctime: t,
+    };
+    return { where: 'glue', path, mount, st };
+  }
+
+  /** The entry at canonical view path `path`, not following a final symlink. */
+  private async visit(path: string): Promise<Resolved> {
+    const m = this.mountOf(path);
+    if ('device' in m) return { where: 'device', path };
+    const host = hostPath(m, path);
+    // A mount's root is the exported directory itself: the host's own symlinks lead to it.
+    const glue = this.anchors.has(path) && path !== m.path;
+    try {
+      const st = await (path === m.path ? stat : lstat)(host, { bigint: true });
+      if (!glue || st.isDirectory()) return { where: 'host', path, host, mount: m, st };
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (!glue || (code !== 'ENOENT' && code !== 'ENOTDIR')) throw e;
+    }
+    return this.glue(path, m);
+  }
+
+  private async walk(path: string, follow: boolean): Promise<Resolved> {
+    // Components still to walk, the next one last.
+    const todo = components(path).reverse();
+    const steps: Step[] = [{ path: '/', node: null }];
+    let links = 0;
+    for (let c = todo.pop(); c !== undefined; c = todo.pop()) {
+      const cur = steps[steps.length - 1]!;
+      if (cur.node && !isDir(cur.node)) throw new ViewError('ENOTDIR');
+      if (c === '.') continue;
+      if (c === '..') {
+        // `..` steps in the view: at the root it stays, out of a mount it goes to the view parent.
+        if (steps.length > 1) steps.pop();
+        continue;
+      }
+      const next = join(cur.path, c);
+      if (cur.node?.where === 'glue' && !this.anchors.has(next)) throw new ViewError('ENOENT');
+      const node = await this.visit(next);
+      if (node.where === 'device') {
+        return { where: 'device', path: [next, ...todo.reverse()].join('/') };
+      }
+      if (node.where === 'host' && node.st.isSymbolicLink() && (follow || todo.length > 0)) {
+        if (++links > MAXSYMLINKS) throw new ViewError('ELOOP');
+        const target = await readlink(node.host);
+        if (target === '') throw new ViewError('ENOENT');
+        // Absolute targets start again at the view's root, never the host's.
+        if (target.startsWith('/')) steps.length = 1;
+        todo.push(...components(target).reverse());
+        continue;
+      }
+      steps.push({ path: next, node });
+    }
+    return steps[steps.length - 1]!.node ?? this.visit('/');
+  }
+}

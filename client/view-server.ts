@@ -1,0 +1,809 @@
+// The host side of the view: answers a run's ViewRequests from the host's
+// files, every path resolved inside the view (view-resolve.ts). New files'
+// modes get this process's umask from the host's kernel, as any host tool's.
+import { execFile } from 'node:child_process';
+import { type BigIntStats, constants, lstatSync, type Stats } from 'node:fs';
+import {
+  access,
+  chmod,
+  type FileHandle,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rmdir,
+  statfs,
+  symlink,
+  unlink,
+} from 'node:fs/promises';
+import type { Duplex } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { ErrorCode, TransportError } from '../transport/errors.ts';
+import { MessageReader, writeMessage } from '../transport/messages.ts';
+import {
+  type DirEntry,
+  parseViewRequest,
+  type Time,
+  type TimeSpec,
+  VIEW_CHUNK,
+  type ViewChunk,
+  type ViewNode,
+  type ViewReply,
+  type ViewRequest,
+  type ViewStat,
+} from '../transport/view.ts';
+import {
+  type EntryErrors,
+  type HostEntry,
+  type HostNode,
+  type Mount,
+  type Resolved,
+  ViewError,
+  ViewTable,
+  viewIno,
+} from './view-resolve.ts';
+
+type Body<T> = T extends unknown ? Omit<T, 'id'> : never;
+/** A reply without its id. */
+type Answer = Body<ViewReply>;
+
+type Req<K extends ViewRequest['op']> = Extract<ViewRequest, { op: K }>;
+
+const {
+  O_RDONLY,
+  O_WRONLY,
+  O_RDWR,
+  O_CREAT,
+  O_EXCL,
+  O_TRUNC,
+  O_APPEND,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  S_IFMT,
+  S_IFREG,
+  S_IFIFO,
+  S_IFDIR,
+  S_IFCHR,
+  S_IFBLK,
+  S_IFSOCK,
+  R_OK,
+  W_OK,
+} = constants;
+
+/** Requests answered at once; beyond it the stream stops being read (flow control holds the device). */
+const MAX_IN_FLIGHT = 64;
+/** Entries lstat'ed between two turns of the event loop while listing a directory. */
+const LIST_SLICE = 1024;
+const NS = 1_000_000_000n;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** statfs f_flags: ST_VALID says the flags mean something, ST_RDONLY a read-only mount. */
+const ST_RDONLY = 1;
+const ST_VALID = 0x20;
+
+const EEXIST: EntryErrors = { dot: 'EEXIST', dotdot: 'EEXIST', root: 'EEXIST', busy: 'EEXIST' };
+const EBUSY: EntryErrors = { dot: 'EBUSY', dotdot: 'EBUSY', root: 'EBUSY', busy: 'EBUSY' };
+const EISDIR: EntryErrors = { dot: 'EISDIR', dotdot: 'EISDIR', root: 'EISDIR', busy: 'EISDIR' };
+const RMDIR: EntryErrors = { dot: 'EINVAL', dotdot: 'ENOTEMPTY', root: 'EBUSY', busy: 'EBUSY' };
+
+/** Ops that remove or move names: they run alone, so no other request's walk sees a name change. */
+const EXCLUSIVE = new Set<ViewRequest['op']>(['rename', 'unlink', 'rmdir']);
+
+/**
+ * A readers–writer lock over the host namespace, shared by every ViewServer of this process.
+ * A request's walk checks each component is not a symlink and then hands the host path to the
+ * kernel; a rename or unlink in between could put a symlink there and send the kernel outside
+ * the exported roots. Only removals and renames can swap a checked directory, so they run alone.
+ */
+class NamespaceLock {
+  private readers = 0;
+  private writer = false;
+  private readonly waiting: { exclusive: boolean; go: () => void }[] = [];
+
+  async run<T>(exclusive: boolean, fn: () => Promise<T>): Promise<T> {
+    if (this.waiting.length > 0 || this.writer || (exclusive && this.readers > 0)) {
+      await new Promise<void>((go) => this.waiting.push({ exclusive, go }));
+    } else if (exclusive) this.writer = true;
+    else this.readers++;
+    try {
+      return await fn();
+    } finally {
+      if (exclusive) this.writer = false;
+      else this.readers--;
+      this.pump();
+    }
+  }
+
+  /** Lets waiters in, in order: readers together, a writer alone. */
+  private pump(): void {
+    while (this.waiting.length > 0 && !this.writer) {
+      const next = this.waiting[0]!;
+      if (next.exclusive) {
+        if (this.readers > 0) return;
+        this.writer = true;
+      } else this.readers++;
+      this.waiting.shift();
+      next.go();
+    }
+  }
+}
+
+const namespace = new NamespaceLock();
+
+/** 64-bit host numbers folded into a safe integer (ino, dev beyond 2^53 are rare but real). */
+function safe(n: bigint): number {
+  return n <= MAX_SAFE ? Number(n) : Number(BigInt.asUintN(53, n ^ (n >> 53n)));
+}
+
+function time(ns: bigint): Time {
+  const s = ns / NS;
+  const r = ns % NS;
+  return r < 0n ? [Number(s - 1n), Number(r + NS)] : [Number(s), Number(r)];
+}
+
+export function viewStat(st: BigIntStats): ViewStat {
+  return {
+    dev: safe(st.dev),
+    ino: safe(st.ino),
+    mode: Number(st.mode),
+    nlink: Number(st.nlink),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    rdev: safe(st.rdev),
+    size: Number(st.size),
+    blksize: Number(st.blksize),
+    blocks: Number(st.blocks),
+    atime: time(st.atimeNs),
+    mtime: time(st.mtimeNs),
+    ctime: time(st.ctimeNs),
+  };
+}
+
+/** The content's identity: the device's cache keeps content under it. */
+export function contentKey(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+function glueKey(st: ViewStat): string {
+  const ns = (t: Time) => BigInt(t[0]) * NS + BigInt(t[1]);
+  return `${st.dev}:${st.ino}:0:${ns(st.mtime)}:${ns(st.ctime)}`;
+}
+
+function viewNode(n: Resolved): ViewNode {
+  if (n.where === 'device') return n;
+  return { where: 'host', path: n.path, st: n.where === 'glue' ? n.st : viewStat(n.st) };
+}
+
+/** The errno name an error stands for; anything else is a fault of ours, reported as EIO. */
+function errnoOf(e: unknown): string {
+  if (e instanceof ViewError) return e.errno;
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) return code;
+  // Node's own argument checks (an out-of-range uid, access mode…) are the kernel's EINVAL.
+  if (typeof code === 'string' && code.startsWith('ERR_')) return 'EINVAL';
+  return 'EIO';
+}
+
+/** DT_* from a mode: the file type bits shifted down are exactly the dirent types. */
+const direntType = (mode: number) => (mode >> 12) & 0o17;
+
+async function lstatOrNull(host: string): Promise<BigIntStats | null> {
+  try {
+    return await lstat(host, { bigint: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/** The error for creating over `e` when the mount is read-only: an existing name wins. */
+async function readOnlyCreate(e: HostEntry): Promise<never> {
+  throw new ViewError((await lstatOrNull(e.host)) ? 'EEXIST' : 'EROFS');
+}
+
+/** A trailing slash on a name to create: only a directory may carry one. */
+async function slashCreate(e: HostEntry): Promise<never> {
+  throw new ViewError((await lstatOrNull(e.host)) ? 'EEXIST' : 'ENOENT');
+}
+
+const STRERROR: Record<string, string> = {
+  'No such file or directory': 'ENOENT',
+  'Permission denied': 'EACCES',
+  'Operation not permitted': 'EPERM',
+  'File exists': 'EEXIST',
+  'Not a directory': 'ENOTDIR',
+  'Read-only file system': 'EROFS',
+  'No space left on device': 'ENOSPC',
+  'Disk quota exceeded': 'EDQUOT',
+  'Too many levels of symbolic links': 'ELOOP',
+  'File name too long': 'ENAMETOOLONG',
+  'Invalid argument': 'EINVAL',
+};
+
+/**
+ * Runs a coreutils tool for a syscall Node lacks (utimensat with ns, UTIME_NOW and UTIME_OMIT;
+ * mkfifo); its C-locale message names the errno.
+ */
+function tool(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { env: { ...process.env, LC_ALL: 'C' } }, (err, _out, stderr) => {
+      if (!err) return resolve();
+      const reason = /: ([^:\n]+)\n?$/.exec(stderr)?.[1] ?? '';
+      reject(new ViewError(STRERROR[reason] ?? 'EIO'));
+    });
+  });
+}
+
+/** This process's umask, read without process.umask()'s set-and-restore (racy with other threads). */
+async function umask(): Promise<number> {
+  const m = /^Umask:\s+([0-7]+)$/m.exec(await readFile('/proc/self/status', 'utf8'));
+  return m ? Number.parseInt(m[1]!, 8) : 0o022;
+}
+
+/** `touch -d` form of a time, exact to the ns (negative times included). */
+function stamp([s, ns]: Time): string {
+  if (s < 0 && ns > 0) return `@-${-(s + 1)}.${String(1e9 - ns).padStart(9, '0')}`;
+  return `@${s}.${String(ns).padStart(9, '0')}`;
+}
+
+const sameTime = (a: TimeSpec, b: TimeSpec) =>
+  a === b || (Array.isArray(a) && Array.isArray(b) && a[0] === b[0] && a[1] === b[1]);
+
+async function setTimes(host: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
+  // Whole seconds go through Node exactly; Node's float seconds cannot carry every ns.
+  if (Array.isArray(atime) && Array.isArray(mtime) && atime[1] === 0 && mtime[1] === 0) {
+    if (atime[0] >= 0 && mtime[0] >= 0) return lutimes(host, atime[0], mtime[0]);
+  }
+  const touch = (which: string[], t: TimeSpec) =>
+    tool('touch', [
+      '-c',
+      '-h',
+      ...which,
+      ...(t === 'now' ? [] : ['-d', stamp(t as Time)]),
+      '--',
+      host,
+    ]);
+  if (sameTime(atime, mtime)) return touch([], atime);
+  if (atime !== 'omit') await touch(['-a'], atime);
+  if (mtime !== 'omit') await touch(['-m'], mtime);
+}
+
+function hostFlags(flags: readonly string[]): number {
+  const write = flags.includes('write');
+  let f = O_NOFOLLOW | (write ? (flags.includes('read') ? O_RDWR : O_WRONLY) : O_RDONLY);
+  if (flags.includes('trunc')) f |= O_TRUNC;
+  if (flags.includes('append')) f |= O_APPEND;
+  if (flags.includes('directory')) f |= O_DIRECTORY;
+  return f;
+}
+
+/** What an op yields besides its reply: an open file whose content follows. */
+interface Outcome {
+  answer: Answer;
+  content: { fh: FileHandle; size: number } | null;
+}
+
+const done = (answer: Answer): Outcome => ({ answer, content: null });
+
+/** Answers view requests for one run from the host's files. */
+export class ViewServer {
+  readonly table: ViewTable;
+
+  constructor(mounts: readonly Mount[]) {
+    this.table = new ViewTable(mounts);
+  }
+
+  /**
+   * Answers one request: its reply, then for an open with content the chunks. Never throws;
+   * a failure is the reply's errno. Stopping the iteration early releases the open file.
+   */
+  async *handle(req: ViewRequest): AsyncGenerator<ViewReply | ViewChunk, void, undefined> {
+    let out: Outcome;
+    try {
+      out = await namespace.run(EXCLUSIVE.has(req.op), () => this.op(req));
+    } catch (e) {
+      yield { id: req.id, ok: false, errno: errnoOf(e) };
+      return;
+    }
+    const { answer, content } = out;
+    try {
+      yield { id: req.id, ...answer };
+      if (content) yield* chunks(req.id, content.fh, content.size);
+    } finally {
+      await content?.fh.close();
+    }
+  }
+
+  /**
+   * Serves a run's view stream: reads requests, answers them concurrently, and ends the stream
+   * once the device has ended its side and every answer is out. A malformed request or a
+   * failed stream rejects, with the stream destroyed.
+   */
+  async serve(stream: Duplex): Promise<void> {
+    let drain: Promise<void> | null = null;
+    // One listener pair however many answers wait, so no listener limit is reached.
+    const drained = () =>
+      (drain ??= new Promise<void>((resolve) => {
+        const go = () => {
+          stream.off('drain', go).off('close', go);
+          drain = null;
+          resolve();
+        };
+        stream.on('drain', go).on('close', go);
+      }));
+    const answer = async (req: ViewRequest) => {
+      try {
+        for await (const m of this.handle(req)) {
+          if (stream.destroyed) return;
+          if (!writeMessage(stream, m)) await drained();
+        }
+      } catch (e) {
+        // Content already promised cannot be completed: the device must not cache a torn file.
+        stream.destroy(
+          new TransportError(ErrorCode.INTERNAL_ERROR, `view ${req.op}: ${(e as Error).message}`),
+        );
+      }
+    };
+    const inFlight = new Set<Promise<void>>();
+    try {
+      for await (const m of new MessageReader(stream)) {
+        const req = parseViewRequest(m);
+        const task: Promise<void> = answer(req).finally(() => inFlight.delete(task));
+        inFlight.add(task);
+        if (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight);
+      }
+    } catch (e) {
+      stream.destroy(e as Error);
+      await Promise.all(inFlight);
+      throw e;
+    }
+    await Promise.all(inFlight);
+    if (!stream.destroyed) stream.end();
+  }
+
+  private op(req: ViewRequest): Promise<Outcome> {
+    switch (req.op) {
+      case 'lookup':
+        return this.lookup(req);
+      case 'readlink':
+        return this.readlink(req);
+      case 'readdir':
+        return this.readdir(req);
+      case 'open':
+        return this.open(req);
+      case 'write':
+        return this.write(req);
+      case 'access':
+        return this.access(req);
+      case 'mkdir':
+        return this.mkdir(req);
+      case 'mknod':
+        return this.mknod(req);
+      case 'unlink':
+        return this.unlink(req);
+      case 'rmdir':
+        return this.rmdir(req);
+      case 'rename':
+        return this.rename(req);
+      case 'link':
+        return this.link(req);
+      case 'symlink':
+        return this.symlink(req);
+      case 'chmod':
+        return this.chmod(req);
+      case 'chown':
+        return this.chown(req);
+      case 'utimens':
+        return this.utimens(req);
+      case 'truncate':
+        return this.truncate(req);
+      case 'statfs':
+        return this.statfs(req);
+    }
+  }
+
+  /** A path's node for an op that changes it: read-only mounts and made-up dirs refuse. */
+  private async writable(path: string, follow: boolean): Promise<HostNode | string> {
+    const n = await this.table.resolve(path, { follow });
+    if (n.where === 'device') return n.path;
+    if (n.where === 'glue' || n.mount.readonly) throw new ViewError('EROFS');
+    return n;
+  }
+
+  private async lookup(req: Req<'lookup'>): Promise<Outcome> {
+    return done({ ok: true, node: viewNode(await this.table.resolve(req.path, req)) });
+  }
+
+  private async readlink(req: Req<'readlink'>): Promise<Outcome> {
+    const n = await this.table.resolve(req.path, { follow: false });
+    if (n.where === 'device') return done({ ok: true, device: n.path });
+    if (n.where === 'glue' || !n.st.isSymbolicLink()) throw new ViewError('EINVAL');
+    return done({ ok: true, target: await readlink(n.host) });
+  }
+
+  private async readdir(req: Req<'readdir'>): Promise<Outcome> {
+    const n = await this.table.resolve(req.path, { follow: true });
+    if (n.where === 'device') return done({ ok: true, device: n.path });
+    const entries = n.where === 'glue' ? [] : await listHost(n);
+    // Mount points show in their directory even where the host has no such name.
+    const listed = new Set(entries.map((e) => e.name));
+    for (const name of this.table.anchorsIn(n.path)) {
+      if (listed.has(name)) continue;
+      const path = n.path === '/' ? `/${name}` : `${n.path}/${name}`;
+      let node: ViewNode;
+      try {
+        node = viewNode(await this.table.resolve(path, { follow: false }));
+      } catch {
+        // A host mount whose directory is gone: nothing to show.
+        continue;
+      }
+      entries.push(
+        node.where === 'host'
+          ? { name, ino: node.st.ino, type: direntType(node.st.mode) }
+          : { name, ino: viewIno(path), type: direntType(S_IFDIR) },
+      );
+    }
+    return done({ ok: true, entries });
+  }
+
+  private async open(req: Req<'open'>): Promise<Outcome> {
+    const flags = req.flags;
+    const write = flags.includes('write');
+    const trunc = flags.includes('trunc');
+    let n: Resolved;
+    if (flags.includes('creat')) {
+      if (flags.includes('directory')) throw new ViewError('EINVAL');
+      const made = await this.create(req.path, req);
+      if (typeof made === 'string') return done({ ok: true, device: made });
+      if ('fh' in made) return this.opened(made.path, made.fh, req);
+      n = made;
+    } else {
+      n = await this.table.resolve(req.path, { follow: !flags.includes('nofollow') });
+    }
+    if (n.where === 'device') return done({ ok: true, device: n.path });
+    if (n.where === 'glue') {
+      if (write) throw new ViewError('EISDIR');
+      return done({ ok: true, node: viewNode(n), key: glueKey(n.st), content: false });
+    }
+    if (n.st.isSymbolicLink()) {
+      throw new ViewError(flags.includes('directory') ? 'ENOTDIR' : 'ELOOP');
+    }
+    if (n.st.isDirectory() && write) throw new ViewError('EISDIR');
+    if (n.mount.readonly && n.st.isFile() && (write || trunc)) throw new ViewError('EROFS');
+    if (!n.st.isFile() && !n.st.isDirectory()) {
+      // Fifos, sockets and devices are never opened on the host (a fifo would block, a device
+      // is the host's own): permission is all the host can vouch for.
+      if (flags.includes('directory')) throw new ViewError('ENOTDIR');
+      const read = !write || flags.includes('read');
+      await access(n.host, (write ? W_OK : 0) | (read ? R_OK : 0));
+      return done({ ok: true, node: viewNode(n), key: contentKey(n.st), content: false });
+    }
+    return this.opened(n.path, await open(n.host, hostFlags(flags)), req);
+  }
+
+  /**
+   * Opens `path` with O_CREAT: creates the file (through a dangling symlink too, as the kernel
+   * does) or finds what is there. Returns a created file open, an existing node, or a device path.
+   */
+  private async create(
+    path: string,
+    req: Req<'open'>,
+  ): Promise<{ path: string; fh: FileHandle } | Resolved | string> {
+    let target = path;
+    for (let links = 0; ; links++) {
+      const e = await this.table.resolveParent(target, EISDIR);
+      if (e.where === 'device') return e.path;
+      if (e.slash) throw new ViewError('EISDIR');
+      const st = await lstatOrNull(e.host);
+      if (st === null) {
+        if (e.mount.readonly) throw new ViewError('EROFS');
+        try {
+          const flags = hostFlags(req.flags) | O_CREAT | O_EXCL;
+          return { path: e.path, fh: await open(e.host, flags, req.mode & 0o7777) };
+        } catch (err) {
+          // Created meanwhile by another request: look again (O_EXCL kept it from being followed).
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || req.flags.includes('excl')) {
+            throw err;
+          }
+          continue;
+        }
+      }
+      if (req.flags.includes('excl')) throw new ViewError('EEXIST');
+      if (!st.isSymbolicLink()) {
+        if (st.isDirectory()) throw new ViewError('EISDIR');
+        return { where: 'host', path: e.path, host: e.host, mount: e.mount, st };
+      }
+      if (req.flags.includes('nofollow')) throw new ViewError('ELOOP');
+      if (links >= 40) throw new ViewError('ELOOP');
+      const to = await readlink(e.host);
+      if (to === '') throw new ViewError('ENOENT');
+      target = to.startsWith('/') ? to : `${e.path.slice(0, -e.name.length)}${to}`;
+    }
+  }
+
+  /** The open reply for a host file now open as `fh`; content follows unless the device has it. */
+  private async opened(path: string, fh: FileHandle, req: Req<'open'>): Promise<Outcome> {
+    try {
+      const st = await fh.stat({ bigint: true });
+      const key = contentKey(st);
+      const answer = (content: boolean): Answer => ({
+        ok: true,
+        node: { where: 'host', path, st: viewStat(st) },
+        key,
+        content,
+      });
+      if (!st.isFile() || st.size === 0n || key === req.have || req.flags.includes('trunc')) {
+        await fh.close();
+        return done(answer(false));
+      }
+      const readable = !req.flags.includes('write') || req.flags.includes('read');
+      // Content is read from the open file; a write-only open reads through a second one.
+      const src = readable ? fh : await open(`/proc/self/fd/${fh.fd}`, O_RDONLY);
+      if (src !== fh) await fh.close();
+      return { answer: answer(true), content: { fh: src, size: Number(st.size) } };
+    } catch (e) {
+      await fh.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  private async write(req: Req<'write'>): Promise<Outcome> {
+    const n = await this.writable(req.path, true);
+    if (typeof n === 'string') return done({ ok: true, device: n });
+    if (n.st.isDirectory()) throw new ViewError('EISDIR');
+    if (!n.st.isFile()) throw new ViewError('EINVAL');
+    // In place: the file keeps its inode (hard links, open fds on the host), the host clock stamps it.
+    const fh = await open(n.host, O_WRONLY | O_NOFOLLOW);
+    try {
+      if (req.truncate !== null) await fh.truncate(req.truncate);
+      for (let off = 0; off < req.data.length; ) {
+        const { bytesWritten } = await fh.write(
+          req.data,
+          off,
+          req.data.length - off,
+          req.offset + off,
+        );
+        off += bytesWritten;
+      }
+      const st = await fh.stat({ bigint: true });
+      // The new key lets the device keep its copy as the cached content.
+      return done({
+        ok: true,
+        node: { where: 'host', path: n.path, st: viewStat(st) },
+        key: contentKey(st),
+        content: false,
+      });
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private async access(req: Req<'access'>): Promise<Outcome> {
+    const n = await this.table.resolve(req.path, req);
+    if (n.where === 'device') return done({ ok: true, device: n.path });
+    const w = (req.mode & W_OK) !== 0;
+    if (n.where === 'glue') {
+      if (w) throw new ViewError('EROFS');
+      return done({ ok: true });
+    }
+    const st = n.st;
+    if (w && n.mount.readonly && (st.isFile() || st.isDirectory() || st.isSymbolicLink())) {
+      throw new ViewError('EROFS');
+    }
+    // A symlink itself (not followed) is 0777: the host's access() would follow it instead.
+    if (st.isSymbolicLink()) {
+      if (req.mode > 7) throw new ViewError('EINVAL');
+      return done({ ok: true });
+    }
+    await access(n.host, req.mode);
+    return done({ ok: true });
+  }
+
+  private async mkdir(req: Req<'mkdir'>): Promise<Outcome> {
+    const e = await this.table.resolveParent(req.path, EEXIST);
+    if (e.where === 'device') return done({ ok: true, device: e.path });
+    if (e.mount.readonly) return readOnlyCreate(e);
+    await mkdir(e.host, { mode: req.mode & 0o7777 });
+    return done({ ok: true });
+  }
+
+  private async mknod(req: Req<'mknod'>): Promise<Outcome> {
+    // The kernel checks the type before the path.
+    const type = req.mode & S_IFMT;
+    if (type === S_IFDIR || type === S_IFCHR || type === S_IFBLK || type === S_IFSOCK) {
+      throw new ViewError('EPERM');
+    }
+    if (type !== 0 && type !== S_IFREG && type !== S_IFIFO) throw new ViewError('EINVAL');
+    const e = await this.table.resolveParent(req.path, EEXIST);
+    if (e.where === 'device') return done({ ok: true, device: e.path });
+    if (e.slash) return slashCreate(e);
+    if (e.mount.readonly) return readOnlyCreate(e);
+    const perm = req.mode & 0o7777;
+    if (type === S_IFIFO) {
+      if (await lstatOrNull(e.host)) throw new ViewError('EEXIST');
+      // mkfifo -m ignores the umask, which every other creation here gets.
+      const mode = (perm & ~(await umask())).toString(8);
+      await tool('mkfifo', ['-m', mode, '--', e.host]);
+      return done({ ok: true });
+    }
+    await (await open(e.host, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, perm)).close();
+    return done({ ok: true });
+  }
+
+  private async unlink(req: Req<'unlink'>): Promise<Outcome> {
+    const e = await this.table.resolveParent(req.path, EISDIR);
+    if (e.where === 'device') return done({ ok: true, device: e.path });
+    if (e.mount.readonly) throw new ViewError('EROFS');
+    if (e.slash) {
+      const st = await lstat(e.host);
+      throw new ViewError(st.isDirectory() ? 'EISDIR' : 'ENOTDIR');
+    }
+    await unlink(e.host);
+    return done({ ok: true });
+  }
+
+  private async rmdir(req: Req<'rmdir'>): Promise<Outcome> {
+    const e = await this.table.resolveParent(req.path, RMDIR);
+    if (e.where === 'device') return done({ ok: true, device: e.path });
+    if (e.mount.readonly) throw new ViewError('EROFS');
+    await rmdir(e.host);
+    return done({ ok: true });
+  }
+
+  private async rename(req: Req<'rename'>): Promise<Outcome> {
+    if (req.noreplace && req.exchange) throw new ViewError('EINVAL');
+    const a = await this.table.resolveParent(req.from, EBUSY);
+    const b = await this.table.resolveParent(req.to, EBUSY);
+    // The reply names one device path; a rename with a side on the device cannot be described.
+    if (a.where === 'device' || b.where === 'device' || a.mount !== b.mount) {
+      throw new ViewError('EXDEV');
+    }
+    if (a.mount.readonly) throw new ViewError('EROFS');
+    // Node has no renameat2: the exchange cannot be atomic, so it is refused as by a filesystem
+    // without RENAME_EXCHANGE.
+    if (req.exchange) throw new ViewError('EINVAL');
+    const st = await lstat(a.host);
+    if (!st.isDirectory() && (a.slash || b.slash)) throw new ViewError('ENOTDIR');
+    // Under the exclusive lock no other request can create `to` in between.
+    if (req.noreplace && (await lstatOrNull(b.host))) throw new ViewError('EEXIST');
+    await rename(a.host, b.host);
+    return done({ ok: true });
+  }
+
+  private async link(req: Req<'link'>): Promise<Outcome> {
+    const from = await this.table.resolve(req.from, req);
+    const to = await this.table.resolveParent(req.to, EEXIST);
+    if (from.where === 'device' || to.where === 'device') throw new ViewError('EXDEV');
+    if (from.where === 'glue') throw new ViewError('EPERM');
+    if (from.mount !== to.mount) throw new ViewError('EXDEV');
+    if (to.slash) return slashCreate(to);
+    if (to.mount.readonly) return readOnlyCreate(to);
+    await link(from.host, to.host);
+    return done({ ok: true });
+  }
+
+  private async symlink(req: Req<'symlink'>): Promise<Outcome> {
+    const e = await this.table.resolveParent(req.path, EEXIST);
+    if (e.where === 'device') return done({ ok: true, device: e.path });
+    if (e.slash) return slashCreate(e);
+    if (e.mount.readonly) return readOnlyCreate(e);
+    // The target is kept as given: it is a view path, resolved in the view when followed.
+    await symlink(req.target, e.host);
+    return done({ ok: true });
+  }
+
+  private async chmod(req: Req<'chmod'>): Promise<Outcome> {
+    const n = await this.writable(req.path, req.follow);
+    if (typeof n === 'string') return done({ ok: true, device: n });
+    // Linux cannot change a symlink's mode (fchmodat2 with AT_SYMLINK_NOFOLLOW says so).
+    if (n.st.isSymbolicLink()) throw new ViewError('EOPNOTSUPP');
+    await chmod(n.host, req.mode & 0o7777);
+    return done({ ok: true });
+  }
+
+  private async chown(req: Req<'chown'>): Promise<Outcome> {
+    const n = await this.writable(req.path, req.follow);
+    if (typeof n === 'string') return done({ ok: true, device: n });
+    // lchown: the walk left either a non-link or the link itself to change.
+    await lchown(n.host, req.uid, req.gid);
+    return done({ ok: true });
+  }
+
+  private async utimens(req: Req<'utimens'>): Promise<Outcome> {
+    if (req.atime === 'omit' && req.mtime === 'omit') {
+      const n = await this.table.resolve(req.path, req);
+      return done(n.where === 'device' ? { ok: true, device: n.path } : { ok: true });
+    }
+    const n = await this.writable(req.path, req.follow);
+    if (typeof n === 'string') return done({ ok: true, device: n });
+    await setTimes(n.host, req.atime, req.mtime);
+    return done({ ok: true });
+  }
+
+  private async truncate(req: Req<'truncate'>): Promise<Outcome> {
+    const n = await this.table.resolve(req.path, { follow: true });
+    if (n.where === 'device') return done({ ok: true, device: n.path });
+    if (n.where === 'glue' || n.st.isDirectory()) throw new ViewError('EISDIR');
+    if (n.mount.readonly) throw new ViewError('EROFS');
+    if (!n.st.isFile()) throw new ViewError('EINVAL');
+    // truncate(2) needs write permission only; Node's truncate() would open for reading too.
+    const fh = await open(n.host, O_WRONLY | O_NOFOLLOW);
+    try {
+      await fh.truncate(req.size);
+    } finally {
+      await fh.close();
+    }
+    return done({ ok: true });
+  }
+
+  private async statfs(req: Req<'statfs'>): Promise<Outcome> {
+    const n = await this.table.resolve(req.path, { follow: true });
+    if (n.where === 'device') return done({ ok: true, device: n.path });
+    const host = n.where === 'glue' ? n.mount.host : n.host;
+    const s = await statfs(host, { bigint: true });
+    const bsize = Number(s.bsize);
+    return done({
+      ok: true,
+      statfs: {
+        type: Number(s.type),
+        bsize,
+        blocks: Number(s.blocks),
+        bfree: Number(s.bfree),
+        bavail: Number(s.bavail),
+        files: Number(s.files),
+        ffree: Number(s.ffree),
+        // Node's statfs leaves these out; Linux filesystems use these values.
+        namelen: 255,
+        frsize: bsize,
+        flags: ST_VALID | (n.mount.readonly ? ST_RDONLY : 0),
+      },
+    });
+  }
+}
+
+/** A host directory's entries with host inode numbers, `.` and `..` left to the device. */
+async function listHost(n: HostNode): Promise<DirEntry[]> {
+  if (!n.st.isDirectory()) throw new ViewError('ENOTDIR');
+  const names = await readdir(n.host);
+  const dir = n.host === '/' ? '' : n.host;
+  const out: DirEntry[] = [];
+  // lstat one by one, synchronously: twice the speed of the thread pool for big directories;
+  // slices keep the event loop turning for other requests.
+  for (let i = 0; i < names.length; i += LIST_SLICE) {
+    if (i > 0) await nextTurn();
+    for (const name of names.slice(i, i + LIST_SLICE)) {
+      let st: Stats | BigIntStats | undefined;
+      try {
+        st = lstatSync(`${dir}/${name}`);
+        if (!Number.isSafeInteger(st.ino)) st = lstatSync(`${dir}/${name}`, { bigint: true });
+      } catch {
+        // Removed since the listing: the kernel's listing would not show it either.
+        continue;
+      }
+      out.push({
+        name,
+        ino: typeof st.ino === 'bigint' ? safe(st.ino) : st.ino,
+        type: direntType(Number(st.mode)),
+      });
+    }
+  }
+  return out;
+}
+
+async function* chunks(id: number, fh: FileHandle, size: number): AsyncGenerator<ViewChunk> {
+  for (let pos = 0; ; ) {
+    // One byte past the expected end: a short read then proves the end without another read.
+    const want = Math.min(VIEW_CHUNK, Math.max(size - pos, 0) + 1);
+    const buf = Buffer.allocUnsafe(want);
+    const { bytesRead } = await fh.read(buf, 0, want, pos);
+    pos += bytesRead;
+    const end = bytesRead < want;
+    yield { id, data: buf.subarray(0, bytesRead), end };
+    if (end) return;
+  }
+}

@@ -1,0 +1,169 @@
+// execve through the view: the program, its ELF interpreter and its `#!` interpreters come from
+// the view's files. A dynamic program runs as its (cached) interpreter with the program's view
+// path as argument, so the loader opens the program and its libraries through the view too;
+// `--argv0` keeps argv[0]. A static program runs from its cached copy.
+import { closeSync, openSync, readSync } from 'node:fs';
+import { constants } from 'node:os';
+import type { Redirector } from './redirect.ts';
+import type { SyscallStop } from './tracer.ts';
+import { ViewError } from './view-client.ts';
+
+const E = constants.errno;
+const X_OK = 1;
+/** The kernel follows at most this many `#!` interpreters (BINPRM nesting). */
+const MAX_DEPTH = 4;
+/** The kernel reads this much of a `#!` line (BINPRM_BUF_SIZE). */
+const SHEBANG_MAX = 256;
+
+export type ExecPlan = { file: string; argv: bigint; exe: string } | { errno: number };
+
+/** Decides what the kernel really executes for execve(path, argv) and writes the new argv. */
+export async function prepareExec(
+  r: Redirector,
+  s: SyscallStop,
+  path: string,
+  argvPtr: bigint,
+): Promise<ExecPlan> {
+  const argv = readPointers(s, argvPtr);
+  if (argv === null) return { errno: E.EFAULT };
+  // Strings we add go onto the stack; the program's own strings are reused where they are.
+  const str = (x: string) => s.scratch(Buffer.from(`${x}\0`));
+  let front: bigint[] = [];
+  let rest = argv.slice(1);
+  let argv0: bigint | null = argv[0] ?? null;
+  let target = path;
+  let exe = '';
+  for (let depth = 0; ; depth++) {
+    if (depth > MAX_DEPTH) return { errno: E.ELOOP };
+    let f: { file: string; viewPath: string };
+    try {
+      f = await programFile(r, target);
+    } catch (e) {
+      if (e instanceof ViewError) return { errno: errnoOf(e.code) };
+      throw e;
+    }
+    if (depth === 0) exe = f.viewPath;
+    const head = readHead(f.file);
+    if (head.subarray(0, 2).toString('latin1') === '#!') {
+      const { interp, arg } = parseShebang(head);
+      if (!interp) return { errno: E.ENOEXEC };
+      // argv becomes: interp [arg] script-as-named args...; argv[0] of the script is dropped.
+      // A nested interpreter replaces the previous one's name, as the kernel does.
+      front = [str(interp), ...(arg !== null ? [str(arg)] : []), str(target), ...front.slice(1)];
+      argv0 = null;
+      target = interp;
+      continue;
+    }
+    const elf = elfInterp(head);
+    if (elf === 'not-elf') return { errno: E.ENOEXEC };
+    if (elf === null) {
+      const list = [...(argv0 !== null ? [argv0] : []), ...front, ...rest];
+      return { file: f.file, argv: writePointers(s, list), exe };
+    }
+    let ld: { file: string; viewPath: string };
+    try {
+      ld = await programFile(r, elf, false);
+    } catch (e) {
+      if (e instanceof ViewError)
+        return { errno: e.code === 'ENOENT' ? E.ENOENT : errnoOf(e.code) };
+      throw e;
+    }
+    const shown = argv0 ?? front[0] ?? str(target);
+    if (argv0 === null && front.length > 0) front = front.slice(1);
+    else if (argv0 === null) front = [];
+    const list = [str(ld.viewPath), str('--argv0'), shown, str(f.viewPath), ...front, ...rest];
+    rest = [];
+    return { file: ld.file, argv: writePointers(s, list), exe };
+  }
+}
+
+function errnoOf(code: string): number {
+  const n = E[code as keyof typeof E];
+  return typeof n === 'number' ? n : E.EIO;
+}
+
+/** The device file holding the program at view `path`, after the kernel's checks. */
+async function programFile(
+  r: Redirector,
+  path: string,
+  needX = true,
+): Promise<{ file: string; viewPath: string }> {
+  const local = r.local(path);
+  if (local !== null) return { file: local, viewPath: local };
+  const { node, file } = await r.cached(path);
+  if (node.where === 'device') return { file: node.path, viewPath: node.path };
+  if ((node.st.mode & 0o170000) !== 0o100000) throw new ViewError('EACCES');
+  if (needX) await r.run.client.simple({ op: 'access', path: node.path, mode: X_OK, follow: true });
+  if (r.work.existing(node.path) !== null) throw new ViewError('ETXTBSY');
+  if (file === null) throw new ViewError('EACCES');
+  return { file, viewPath: node.path };
+}
+
+function readHead(file: string): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(4096);
+    const n = readSync(fd, b, 0, b.length, 0);
+    return b.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function parseShebang(head: Buffer): { interp: string; arg: string | null } {
+  let line = head.subarray(2, SHEBANG_MAX).toString('latin1');
+  const nl = line.indexOf('\n');
+  if (nl >= 0) line = line.slice(0, nl);
+  line = line.replace(/^[ \t]+/, '').replace(/[ \t\r]+$/, '');
+  const m = /^(\S+)(?:[ \t]+(.*))?$/.exec(line);
+  if (!m) return { interp: '', arg: null };
+  return { interp: m[1]!, arg: m[2] !== undefined && m[2] !== '' ? m[2] : null };
+}
+
+/** PT_INTERP of an ELF file whose program headers are in `head`; null for a static program. */
+function elfInterp(head: Buffer): string | null | 'not-elf' {
+  if (head.length < 52 || head.readUInt32BE(0) !== 0x7f454c46) return 'not-elf';
+  const is64 = head[4] === 2;
+  const phoff = is64 ? Number(head.readBigUInt64LE(32)) : head.readUInt32LE(28);
+  const phentsize = head.readUInt16LE(is64 ? 54 : 42);
+  const phnum = head.readUInt16LE(is64 ? 56 : 44);
+  for (let i = 0; i < phnum; i++) {
+    const off = phoff + i * phentsize;
+    if (off + phentsize > head.length) return 'not-elf';
+    if (head.readUInt32LE(off) !== 3) continue;
+    const o = is64 ? Number(head.readBigUInt64LE(off + 8)) : head.readUInt32LE(off + 4);
+    const len = is64 ? Number(head.readBigUInt64LE(off + 32)) : head.readUInt32LE(off + 16);
+    if (o + len > head.length) return 'not-elf';
+    return head
+      .subarray(o, o + len)
+      .toString('latin1')
+      .replace(/\0.*$/s, '');
+  }
+  return null;
+}
+
+function readPointers(s: SyscallStop, at: bigint): bigint[] | null {
+  const out: bigint[] = [];
+  if (at === 0n) return out;
+  const w = s.abi.wordSize;
+  for (let i = 0; i < 1 << 20; i += 256) {
+    const b = s.readMem(at + BigInt(i * w), 256 * w);
+    for (let j = 0; j + w <= b.length; j += w) {
+      const p = w === 8 ? b.readBigUInt64LE(j) : BigInt(b.readUInt32LE(j));
+      if (p === 0n) return out;
+      out.push(p);
+    }
+    if (b.length < 256 * w) return null;
+  }
+  return null;
+}
+
+function writePointers(s: SyscallStop, list: bigint[]): bigint {
+  const w = s.abi.wordSize;
+  const b = Buffer.alloc((list.length + 1) * w);
+  list.forEach((p, i) => {
+    if (w === 8) b.writeBigUInt64LE(p, i * w);
+    else b.writeUInt32LE(Number(p), i * w);
+  });
+  return s.scratch(b);
+}

@@ -1,0 +1,963 @@
+// The view, applied to syscalls: for each trapped call, resolve its paths in the view through
+// the client, then either let the kernel run it on a device path (a cached copy, a working
+// copy, a placeholder directory, or a device-local mount) or answer it from the host's reply.
+import { mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { constants } from 'node:os';
+import { join } from 'node:path';
+import { AT, OPEN_FLAGS, RENAME } from '../arch/fcntl.ts';
+import {
+  encodeDirent64,
+  encodeStat,
+  encodeStatfs,
+  encodeStatx,
+  type StatKind,
+} from '../arch/structs.ts';
+import type { Abi as AbiName } from '../arch/syscalls.ts';
+import type { OpenFlag, ViewMount, ViewNode, ViewStat } from '../transport/view.ts';
+import type { ContentCache } from './cache.ts';
+import { prepareExec } from './exec-view.ts';
+import type { Logger } from './log.ts';
+import { type Action, fail, type Proc, pass, ret, type SyscallStop } from './tracer.ts';
+import { type ViewClient, ViewError, type ViewRequestBody } from './view-client.ts';
+import { WorkingCopies } from './working-copies.ts';
+
+const E = constants.errno;
+const SEEK_SET = 0;
+const X_OK = 1;
+
+/** Syscalls that could reach files behind the view's back and that tether does not redirect. */
+export const ENOSYS_CALLS = [
+  'openat2',
+  'name_to_handle_at',
+  'open_by_handle_at',
+  'io_uring_setup',
+  'chroot',
+  'pivot_root',
+  'mount',
+  'umount2',
+  'fanotify_mark',
+  'uselib',
+  'swapon',
+  'swapoff',
+  'acct',
+  'quotactl',
+  'quotactl_fd',
+  'open_tree',
+  'move_mount',
+  'fsopen',
+  'fsconfig',
+  'fsmount',
+  'fspick',
+  'mount_setattr',
+  'getdents',
+  'readdir',
+  'oldstat',
+  'oldlstat',
+  'oldfstat',
+  'lookup_dcookie',
+] as const;
+
+type Handler = (r: Redirector, s: SyscallStop) => Action | Promise<Action>;
+
+const s32 = (x: bigint) => Number(BigInt.asIntN(32, x));
+
+/** The view state of one run: its client, mounts, caches and device-side files. */
+export interface ViewRun {
+  client: ViewClient;
+  mounts: ViewMount[];
+  cache: ContentCache;
+  /** A per-run directory on the device for placeholders and working copies. */
+  scratch: string;
+  log: Logger;
+}
+
+export class Redirector {
+  readonly run: ViewRun;
+  private readonly dirs = new Map<string, string>();
+  private readonly dirPaths = new Map<string, string>();
+  private readonly dirRoot: string;
+  /** Host attributes of cache entries (by key) and the view path they were opened as. */
+  private readonly keyInfo = new Map<string, { path: string; st: ViewStat }>();
+  /** The content key last seen per view path, offered back so unchanged files are not resent. */
+  private readonly haveKey = new Map<string, string>();
+  /** Answers about read-only mounts, kept for the run (a sysroot does not change under it). */
+  private readonly roLookups = new Map<string, ViewNode | string>();
+  /** getdents64 listings of placeholder dirs, by pid:fd, fetched when the offset is 0. */
+  private readonly listings = new Map<string, Buffer[]>();
+  readonly work: WorkingCopies;
+  /** The traced process with this pid, if any (set by the session that owns the tracer). */
+  procs: (pid: number) => Proc | null = () => null;
+
+  constructor(run: ViewRun) {
+    this.run = run;
+    this.dirRoot = join(run.scratch, 'dirs');
+    mkdirSync(this.dirRoot, { recursive: true });
+    this.work = new WorkingCopies(join(run.scratch, 'work'), run.client, run.log);
+  }
+
+  /** Syscall names to trap per ABI (those with a handler). */
+  static traced(): string[] {
+    return Object.keys(HANDLERS);
+  }
+
+  async onSyscall(s: SyscallStop): Promise<Action> {
+    const h = HANDLERS[s.name];
+    if (!h) return pass;
+    await this.work.settleClosed();
+    try {
+      return await h(this, s);
+    } catch (e) {
+      if (e instanceof ViewError) {
+        const n = E[e.code as keyof typeof E];
+        return fail(typeof n === 'number' ? n : E.EIO);
+      }
+      throw e;
+    }
+  }
+
+  // ---- paths ----
+
+  mountOf(path: string): ViewMount {
+    let best: ViewMount | undefined;
+    for (const m of this.run.mounts) {
+      if (path === m.path || path.startsWith(m.path === '/' ? '/' : `${m.path}/`)) {
+        if (!best || m.path.length > best.path.length) best = m;
+      }
+    }
+    return best!;
+  }
+
+  /** The device path for `path` when it lies in a device mount without any `..` to escape it. */
+  local(path: string): string | null {
+    const parts: string[] = [];
+    for (const c of path.split('/')) {
+      if (c === '' || c === '.') continue;
+      if (c === '..') return null;
+      parts.push(c);
+    }
+    const norm = `/${parts.join('/')}`;
+    return this.mountOf(norm).device ? norm : null;
+  }
+
+  /** The view path a stop's (dirfd, path) names; throws ViewError for a bad pointer or fd. */
+  absPath(s: SyscallStop, dirfd: number, p: string): string {
+    if (p.startsWith('/')) return p;
+    let base: string | null;
+    if (dirfd === AT.FDCWD) base = s.proc.cwd;
+    else {
+      base = this.fdView(s.proc.pid, dirfd);
+      if (base === null) throw new ViewError(fdExists(s.proc.pid, dirfd) ? 'ENOTDIR' : 'EBADF');
+    }
+    return base === '/' ? `/${p}` : `${base}/${p}`;
+  }
+
+  readPath(s: SyscallStop, i: number): string {
+    const b = s.readString(s.args[i]!, 4097);
+    if (b === null) throw new ViewError('EFAULT');
+    if (b.length > 4096) throw new ViewError('ENAMETOOLONG');
+    return b.toString('utf8');
+  }
+
+  /** Replaces path argument i with `path` (written on the tracee's stack). */
+  rewrite(
+    s: SyscallStop,
+    changes: [number, string | bigint][],
+    extra?: Map<number, bigint>,
+  ): Action {
+    const args = extra ?? new Map<number, bigint>();
+    for (const [i, v] of changes) {
+      args.set(i, typeof v === 'bigint' ? v : s.scratch(Buffer.from(`${v}\0`)));
+    }
+    return { kind: 'rewrite', args };
+  }
+
+  /** The placeholder directory standing for host directory `path` in the kernel. */
+  placeholder(path: string): string {
+    let d = this.dirs.get(path);
+    if (!d) {
+      d = join(this.dirRoot, String(this.dirs.size + 1));
+      mkdirSync(d, { recursive: true, mode: 0o755 });
+      this.dirs.set(path, d);
+      this.dirPaths.set(d, path);
+    }
+    return d;
+  }
+
+  /** The view path an fd of `pid` refers to, or null when it is not a file of the view. */
+  fdView(pid: number, fd: number): string | null {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return null;
+    }
+    return this.deviceToView(target);
+  }
+
+  /** Maps a device path the kernel shows back to the view path it stands for. */
+  deviceToView(target: string): string | null {
+    const dir = this.dirPaths.get(target);
+    if (dir !== undefined) return dir;
+    const key = this.run.cache.keyOf(target);
+    if (key !== null) return this.keyInfo.get(key)?.path ?? null;
+    const w = this.work.pathOfCopy(target);
+    if (w !== null) return w;
+    if (target.startsWith('/') && this.mountOf(target).device) return target;
+    return null;
+  }
+
+  /** Host attributes for an fd, when it is a view file the device holds a copy of. */
+  fdStat(pid: number, fd: number): { st: ViewStat } | { path: string } | null {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return null;
+    }
+    const key = this.run.cache.keyOf(target);
+    if (key !== null) {
+      const info = this.keyInfo.get(key);
+      return info ? { st: info.st } : null;
+    }
+    const dir = this.dirPaths.get(target);
+    if (dir !== undefined) return { path: dir };
+    const w = this.work.pathOfCopy(target);
+    if (w !== null) return { path: w };
+    return null;
+  }
+
+  async lookup(path: string, follow: boolean): Promise<ViewNode> {
+    const ro = this.mountOf(path).readonly;
+    const k = `${follow ? 'f' : 'n'}${path}`;
+    if (ro) {
+      const hit = this.roLookups.get(k);
+      if (typeof hit === 'string') throw new ViewError(hit);
+      if (hit) return hit;
+    }
+    try {
+      const node = await this.run.client.lookup(path, follow);
+      if (ro && (node.where === 'device' || this.mountOf(node.path).readonly))
+        this.roLookups.set(k, node);
+      return this.work.overlay(node);
+    } catch (e) {
+      if (ro && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
+        this.roLookups.set(k, e.code);
+      throw e;
+    }
+  }
+
+  /** Opens a host file for reading through the cache: the device path of its content. */
+  async cached(
+    path: string,
+    extraFlags: OpenFlag[] = [],
+  ): Promise<{ node: ViewNode; file: string | null }> {
+    const ro = this.mountOf(path).readonly;
+    const k = `o${path}`;
+    if (ro && extraFlags.length === 0) {
+      const hit = this.roLookups.get(k);
+      if (typeof hit === 'string') throw new ViewError(hit);
+      if (hit && hit.where === 'host') {
+        const key = this.haveKey.get(hit.path);
+        const file = key ? this.run.cache.get(key) : null;
+        if (file) return { node: hit, file };
+      }
+    }
+    let have = this.haveKey.get(path) ?? null;
+    if (have && !this.run.cache.get(have)) have = null;
+    let r: Awaited<ReturnType<ViewClient['open']>>;
+    try {
+      r = await this.run.client.open({
+        op: 'open',
+        path,
+        flags: ['read', ...extraFlags],
+        mode: 0,
+        have,
+      });
+    } catch (e) {
+      if (ro && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
+        this.roLookups.set(k, e.code);
+      throw e;
+    }
+    if ('device' in r) return { node: { where: 'device', path: r.device }, file: null };
+    const { node, key } = r;
+    if (node.where !== 'host' || (node.st.mode & 0o170000) !== 0o100000)
+      return { node, file: null };
+    let file = this.run.cache.get(key);
+    if (!file) {
+      const content = r.content ? await r.content : node.st.size === 0 ? Buffer.alloc(0) : null;
+      if (content === null) {
+        // We offered a key the cache has since lost: ask again without it.
+        this.haveKey.delete(path);
+        return this.cached(path, extraFlags);
+      }
+      file = this.run.cache.put(key, content);
+    }
+    this.haveKey.set(path, key);
+    this.haveKey.set(node.path, key);
+    this.keyInfo.set(key, { path: node.path, st: node.st });
+    if (ro) this.roLookups.set(k, node);
+    return { node, file };
+  }
+
+  stKind(s: SyscallStop): StatKind {
+    return s.name.endsWith('64') ? 'stat64' : 'stat';
+  }
+
+  writeStat(s: SyscallStop, buf: bigint, st: ViewStat, kind: StatKind): Action {
+    const b = encodeStat(s.abi.name, kind, st);
+    if (b === 'EOVERFLOW') return fail(E.EOVERFLOW);
+    s.writeMem(buf, b);
+    return ret(0);
+  }
+
+  async listing(s: SyscallStop, fd: number, path: string): Promise<Buffer[]> {
+    const k = `${s.proc.pid}:${fd}`;
+    const pos = fdPos(s.proc.pid, fd);
+    let list = this.listings.get(k);
+    if (pos === 0 || !list) {
+      const node = await this.lookup(path, true);
+      const entries = await this.run.client.readdir(path);
+      if (!Array.isArray(entries)) throw new ViewError('EIO');
+      const ino = node.where === 'host' ? node.st.ino : 0;
+      list = [
+        encodeDirent64(ino, 1, 4, '.'),
+        encodeDirent64(ino, 2, 4, '..'),
+        ...entries.map((e, i) => encodeDirent64(e.ino, i + 3, e.type, e.name)),
+      ];
+      this.listings.set(k, list);
+    }
+    return list;
+  }
+}
+
+function fdExists(pid: number, fd: number): boolean {
+  try {
+    readlinkSync(`/proc/${pid}/fd/${fd}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The kernel's file offset of a tracee's fd (fdinfo "pos:"). */
+function fdPos(pid: number, fd: number): number {
+  try {
+    const m = /^pos:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'latin1'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function flagNames(abi: AbiName, flags: number): OpenFlag[] {
+  const F = OPEN_FLAGS[abi];
+  const acc = flags & F.O_ACCMODE;
+  const out: OpenFlag[] = [];
+  if (acc !== F.O_WRONLY) out.push('read');
+  if (acc === F.O_WRONLY || acc === F.O_RDWR) out.push('write');
+  if (flags & F.O_CREAT) out.push('creat');
+  if (flags & F.O_EXCL) out.push('excl');
+  if (flags & F.O_TRUNC) out.push('trunc');
+  if (flags & F.O_APPEND) out.push('append');
+  if (flags & F.O_DIRECTORY) out.push('directory');
+  if (flags & F.O_NOFOLLOW) out.push('nofollow');
+  return out;
+}
+
+// ---- handlers ----
+
+async function doOpen(
+  r: Redirector,
+  s: SyscallStop,
+  dirfd: number,
+  pathIdx: number,
+  flags: number,
+  mode: number,
+  flagsIdx: number | null,
+): Promise<Action> {
+  const F = OPEN_FLAGS[s.abi.name];
+  const raw = r.readPath(s, pathIdx);
+  if (raw === '') return fail(E.ENOENT);
+  const path = r.absPath(s, dirfd, raw);
+  const dev = r.local(path);
+  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
+  if ((flags & F.O_TMPFILE) === F.O_TMPFILE) return fail(E.EOPNOTSUPP);
+  const names = flagNames(s.abi.name, flags);
+  const writing = names.includes('write');
+  // The copy on the device is opened without creating or truncating: the host did that.
+  const localFlags = BigInt(flags & ~(F.O_CREAT | F.O_EXCL | (writing ? 0 : F.O_TRUNC)));
+  const extra = flagsIdx === null ? undefined : new Map([[flagsIdx, localFlags]]);
+  if (writing || names.includes('creat') || names.includes('trunc')) {
+    const res = await r.run.client.open({
+      op: 'open',
+      path,
+      flags: names,
+      mode: mode & 0o7777,
+      have: null,
+    });
+    if ('device' in res) return r.rewrite(s, [[pathIdx, res.device]]);
+    const { node } = res;
+    if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
+    if ((node.st.mode & 0o170000) === 0o040000)
+      return r.rewrite(s, [[pathIdx, r.placeholder(node.path)]], extra);
+    if (!writing) {
+      // creat/trunc without write access: the host did it; the content is what it is now.
+      const c = await r.cached(node.path);
+      return c.file ? r.rewrite(s, [[pathIdx, c.file]], extra) : fail(E.ENXIO);
+    }
+    const content = names.includes('trunc')
+      ? Buffer.alloc(0)
+      : res.content
+        ? await res.content
+        : null;
+    const copy = await r.work.open(node, content, r.run.cache, res.key);
+    const action = r.rewrite(s, [[pathIdx, copy]], extra);
+    // creat(2) has no flags argument: it opens O_CREAT|O_WRONLY|O_TRUNC, fine for a copy.
+    return action;
+  }
+  const copy = r.work.existing(path);
+  if (copy !== null) return r.rewrite(s, [[pathIdx, copy]], extra);
+  const { node, file } = await r.cached(
+    path,
+    names.filter((n) => n === 'directory' || n === 'nofollow'),
+  );
+  if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
+  const type = node.st.mode & 0o170000;
+  if (type === 0o040000) return r.rewrite(s, [[pathIdx, r.placeholder(node.path)]], extra);
+  if (file === null) return fail(type === 0o120000 ? E.ELOOP : E.ENXIO);
+  const w = r.work.existing(node.path);
+  return r.rewrite(s, [[pathIdx, w ?? file]], extra);
+}
+
+async function doStat(
+  r: Redirector,
+  s: SyscallStop,
+  dirfd: number,
+  pathIdx: number,
+  follow: boolean,
+  emptyPath: boolean,
+  write: (st: ViewStat) => Action,
+): Promise<Action> {
+  const raw = r.readPath(s, pathIdx);
+  if (raw === '') {
+    if (!emptyPath) return fail(E.ENOENT);
+    return fdStatAction(r, s, dirfd, write);
+  }
+  const path = r.absPath(s, dirfd, raw);
+  const dev = r.local(path);
+  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
+  const node = await r.lookup(path, follow);
+  if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
+  return write(node.st);
+}
+
+async function fdStatAction(
+  r: Redirector,
+  s: SyscallStop,
+  fd: number,
+  write: (st: ViewStat) => Action,
+): Promise<Action> {
+  const f = r.fdStat(s.proc.pid, fd);
+  if (f === null) return pass;
+  if ('st' in f) return write(f.st);
+  const node = await r.lookup(f.path, false);
+  return node.where === 'host' ? write(node.st) : pass;
+}
+
+async function doSimple(
+  r: Redirector,
+  s: SyscallStop,
+  dirfd: number,
+  pathIdx: number,
+  body: (path: string) => ViewRequestBody,
+): Promise<Action> {
+  const raw = r.readPath(s, pathIdx);
+  if (raw === '') return fail(E.ENOENT);
+  const path = r.absPath(s, dirfd, raw);
+  const dev = r.local(path);
+  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
+  const b = body(path);
+  const res = await r.run.client.simple(b);
+  if (res) return r.rewrite(s, [[pathIdx, res.device]]);
+  r.work.afterChange(b);
+  return ret(0);
+}
+
+async function doTwo(
+  r: Redirector,
+  s: SyscallStop,
+  from: [number, number],
+  to: [number, number],
+  body: (from: string, to: string) => ViewRequestBody,
+): Promise<Action> {
+  const rawFrom = r.readPath(s, from[1]);
+  const rawTo = r.readPath(s, to[1]);
+  if (rawFrom === '' || rawTo === '') return fail(E.ENOENT);
+  const a = r.absPath(s, from[0], rawFrom);
+  const b = r.absPath(s, to[0], rawTo);
+  const da = r.local(a);
+  const db = r.local(b);
+  if (da !== null && db !== null)
+    return r.rewrite(s, [
+      [from[1], da],
+      [to[1], db],
+    ]);
+  if (da !== null || db !== null) return fail(E.EXDEV);
+  const req = body(a, b);
+  const res = await r.run.client.simple(req);
+  if (res) return fail(E.EXDEV);
+  r.work.afterChange(req);
+  return ret(0);
+}
+
+async function doReadlink(
+  r: Redirector,
+  s: SyscallStop,
+  dirfd: number,
+  pathIdx: number,
+  bufIdx: number,
+): Promise<Action> {
+  const raw = r.readPath(s, pathIdx);
+  if (raw === '') return fail(E.ENOENT);
+  const path = r.absPath(s, dirfd, raw);
+  const size = s32(s.args[bufIdx + 1]!);
+  if (size <= 0) return fail(E.EINVAL);
+  const magic = procLink(r, s, path);
+  let target: string | { device: string };
+  if (magic !== undefined) {
+    if (magic === null) return r.rewrite(s, [[pathIdx, path]]);
+    target = magic;
+  } else {
+    const dev = r.local(path);
+    if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
+    target = await r.run.client.readlink(path);
+  }
+  if (typeof target !== 'string') return r.rewrite(s, [[pathIdx, target.device]]);
+  const bytes = Buffer.from(target).subarray(0, size);
+  s.writeMem(s.args[bufIdx]!, bytes);
+  return ret(bytes.length);
+}
+
+const PROC_LINK = /^\/proc\/(self|thread-self|\d+)(?:\/task\/(\d+))?\/(exe|cwd|root|fd\/(\d+))$/;
+
+/**
+ * /proc links of traced processes, as the view sees them: a string, null for "let the kernel
+ * answer" (not a view file), undefined when `path` is no such link.
+ */
+function procLink(r: Redirector, s: SyscallStop, path: string): string | null | undefined {
+  const m = PROC_LINK.exec(path);
+  if (!m) return undefined;
+  const pid = m[1] === 'self' || m[1] === 'thread-self' ? s.proc.pid : Number(m[1]);
+  const proc: Proc | null = pid === s.proc.pid ? s.proc : r.procs(pid);
+  if (!proc) return null;
+  if (m[3] === 'exe') return proc.exe;
+  if (m[3] === 'cwd') return proc.cwd;
+  if (m[3] === 'root') return '/';
+  return r.fdView(pid, Number(m[4]));
+}
+
+async function doChdir(r: Redirector, s: SyscallStop): Promise<Action> {
+  const raw = r.readPath(s, 0);
+  if (raw === '') return fail(E.ENOENT);
+  const path = r.absPath(s, AT.FDCWD, raw);
+  const dev = r.local(path);
+  if (dev !== null) {
+    const st = safeStat(dev);
+    if (st?.isDirectory()) s.proc.cwd = dev;
+    return dev === raw ? pass : r.rewrite(s, [[0, dev]]);
+  }
+  const node = await r.lookup(path, true);
+  if (node.where === 'device') {
+    const st = safeStat(node.path);
+    if (st?.isDirectory()) s.proc.cwd = node.path;
+    return r.rewrite(s, [[0, node.path]]);
+  }
+  if ((node.st.mode & 0o170000) !== 0o040000) return fail(E.ENOTDIR);
+  await r.run.client.simple({ op: 'access', path: node.path, mode: X_OK, follow: true });
+  s.proc.cwd = node.path;
+  return r.rewrite(s, [[0, r.placeholder(node.path)]]);
+}
+
+function safeStat(p: string) {
+  try {
+    return statSync(p);
+  } catch {
+    return null;
+  }
+}
+
+function statHandler(kind: 'path' | 'lpath' | 'at' | 'fd'): Handler {
+  return (r, s) => {
+    const k = r.stKind(s);
+    const bufIdx = kind === 'at' ? 2 : 1;
+    const write = (st: ViewStat) => r.writeStat(s, s.args[bufIdx]!, st, k);
+    if (kind === 'fd') return fdStatAction(r, s, s32(s.args[0]!), write);
+    if (kind === 'at') {
+      const flags = s32(s.args[3]!);
+      return doStat(
+        r,
+        s,
+        s32(s.args[0]!),
+        1,
+        !(flags & AT.SYMLINK_NOFOLLOW),
+        !!(flags & AT.EMPTY_PATH),
+        write,
+      );
+    }
+    return doStat(r, s, AT.FDCWD, 0, kind === 'path', false, write);
+  };
+}
+
+const statx: Handler = (r, s) => {
+  const flags = s32(s.args[2]!);
+  const write = (st: ViewStat) => {
+    s.writeMem(s.args[4]!, encodeStatx(st));
+    return ret(0);
+  };
+  return doStat(
+    r,
+    s,
+    s32(s.args[0]!),
+    1,
+    !(flags & AT.SYMLINK_NOFOLLOW),
+    !!(flags & AT.EMPTY_PATH),
+    write,
+  );
+};
+
+function accessHandler(at: boolean, withFlags: boolean): Handler {
+  return (r, s) => {
+    const o = at ? 1 : 0;
+    const mode = s32(s.args[o + 1]!);
+    const flags = withFlags ? s32(s.args[3]!) : 0;
+    return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, o, (path) => ({
+      op: 'access',
+      path,
+      mode: mode & 7,
+      follow: !(flags & AT.SYMLINK_NOFOLLOW),
+    }));
+  };
+}
+
+function xattrPath(follow: boolean, kind: 'get' | 'list' | 'set' | 'remove'): Handler {
+  return async (r, s) => {
+    const raw = r.readPath(s, 0);
+    const path = r.absPath(s, AT.FDCWD, raw);
+    const dev = r.local(path);
+    if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[0, dev]]);
+    await r.lookup(path, follow);
+    // Host extended attributes are not part of the view: none to read, none to set.
+    if (kind === 'list') return ret(0);
+    return fail(kind === 'get' ? E.ENODATA : E.EOPNOTSUPP);
+  };
+}
+
+const execHandler =
+  (at: boolean): Handler =>
+  async (r, s) => {
+    const o = at ? 1 : 0;
+    const flags = at ? s32(s.args[4]!) : 0;
+    const raw = r.readPath(s, o);
+    let path: string;
+    if (raw === '' && at && flags & AT.EMPTY_PATH) {
+      const v = r.fdView(s.proc.pid, s32(s.args[0]!));
+      if (v === null) return pass;
+      path = v;
+    } else {
+      if (raw === '') return fail(E.ENOENT);
+      path = r.absPath(s, at ? s32(s.args[0]!) : AT.FDCWD, raw);
+    }
+    const plan = await prepareExec(r, s, path, s.args[o + 1]!);
+    if ('errno' in plan) return fail(plan.errno);
+    s.proc.pendingExe = plan.exe;
+    const args = new Map<number, bigint>([[o + 1, plan.argv]]);
+    if (at) {
+      args.set(0, BigInt(AT.FDCWD));
+      args.set(4, 0n);
+    }
+    return r.rewrite(s, [[o, plan.file]], args);
+  };
+
+const getdents64: Handler = async (r, s) => {
+  const fd = s32(s.args[0]!);
+  const f = r.fdStat(s.proc.pid, fd);
+  if (f === null || !('path' in f) || r.work.pathOfCopy(f.path) !== null) return pass;
+  const list = await r.listing(s, fd, f.path);
+  const count = s32(s.args[2]!);
+  let pos = fdPos(s.proc.pid, fd);
+  const out: Buffer[] = [];
+  let used = 0;
+  while (pos < list.length && used + list[pos]!.length <= count) {
+    out.push(list[pos]!);
+    used += list[pos]!.length;
+    pos++;
+  }
+  if (out.length === 0 && pos < list.length) return fail(E.EINVAL);
+  if (used > 0) s.writeMem(s.args[1]!, Buffer.concat(out));
+  // The kernel keeps our place: the placeholder's own offset counts the entries returned.
+  const lseek = s.abi.syscallNumber('lseek')!;
+  return {
+    kind: 'replace',
+    nr: lseek,
+    args: new Map([
+      [1, BigInt(pos)],
+      [2, BigInt(SEEK_SET)],
+    ]),
+    result: BigInt(used),
+  };
+};
+
+const getcwd: Handler = (_r, s) => {
+  const b = Buffer.from(`${s.proc.cwd}\0`);
+  const size = Number(s.args[1]!);
+  if (size < b.length) return fail(E.ERANGE);
+  s.writeMem(s.args[0]!, b);
+  return ret(b.length);
+};
+
+const fchdir: Handler = (r, s) => {
+  const v = r.fdView(s.proc.pid, s32(s.args[0]!));
+  if (v !== null) s.proc.cwd = v;
+  return pass;
+};
+
+const statfs: Handler = async (r, s) => {
+  const raw = r.readPath(s, 0);
+  const path = r.absPath(s, AT.FDCWD, raw);
+  const dev = r.local(path);
+  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[0, dev]]);
+  const res = await r.run.client.statfs(path);
+  if ('device' in res) return r.rewrite(s, [[0, res.device]]);
+  const is64 = s.name === 'statfs64';
+  const b = encodeStatfs(s.abi.name, is64 ? 'statfs64' : 'statfs', res);
+  if (b === 'EOVERFLOW') return fail(E.EOVERFLOW);
+  s.writeMem(s.args[is64 ? 2 : 1]!, b);
+  return ret(0);
+};
+
+const inotifyAdd: Handler = async (r, s) => {
+  const raw = r.readPath(s, 1);
+  const path = r.absPath(s, AT.FDCWD, raw);
+  const dev = r.local(path);
+  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[1, dev]]);
+  await r.lookup(path, true);
+  // Host files cannot be watched from the device: the "no more watches" answer makes tools
+  // such as tail -f fall back to polling.
+  return fail(E.ENOSPC);
+};
+
+const mkdirH =
+  (at: boolean): Handler =>
+  (r, s) => {
+    const o = at ? 1 : 0;
+    const mode = s32(s.args[o + 1]!) & 0o7777;
+    return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, o, (path) => ({
+      op: 'mkdir',
+      path,
+      mode,
+    }));
+  };
+
+const mknodH =
+  (at: boolean): Handler =>
+  (r, s) => {
+    const o = at ? 1 : 0;
+    const mode = s32(s.args[o + 1]!);
+    return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, o, (path) => ({
+      op: 'mknod',
+      path,
+      mode,
+    }));
+  };
+
+const unlinkH =
+  (kind: 'unlink' | 'rmdir' | 'at'): Handler =>
+  (r, s) => {
+    if (kind !== 'at') return doSimple(r, s, AT.FDCWD, 0, (path) => ({ op: kind, path }));
+    const flags = s32(s.args[2]!);
+    const op = flags & AT.REMOVEDIR ? 'rmdir' : 'unlink';
+    return doSimple(r, s, s32(s.args[0]!), 1, (path) => ({ op, path }));
+  };
+
+const renameH =
+  (kind: 'rename' | 'renameat' | 'renameat2'): Handler =>
+  (r, s) => {
+    const flags = kind === 'renameat2' ? s32(s.args[4]!) : 0;
+    if (flags & ~(RENAME.NOREPLACE | RENAME.EXCHANGE)) return fail(E.EINVAL);
+    const at = kind !== 'rename';
+    const from: [number, number] = at ? [s32(s.args[0]!), 1] : [AT.FDCWD, 0];
+    const to: [number, number] = at ? [s32(s.args[2]!), 3] : [AT.FDCWD, 1];
+    return doTwo(r, s, from, to, (a, b) => ({
+      op: 'rename',
+      from: a,
+      to: b,
+      noreplace: !!(flags & RENAME.NOREPLACE),
+      exchange: !!(flags & RENAME.EXCHANGE),
+    }));
+  };
+
+const linkH =
+  (at: boolean): Handler =>
+  (r, s) => {
+    const flags = at ? s32(s.args[4]!) : 0;
+    const from: [number, number] = at ? [s32(s.args[0]!), 1] : [AT.FDCWD, 0];
+    const to: [number, number] = at ? [s32(s.args[2]!), 3] : [AT.FDCWD, 1];
+    return doTwo(r, s, from, to, (a, b) => ({
+      op: 'link',
+      from: a,
+      to: b,
+      follow: !!(flags & AT.SYMLINK_FOLLOW),
+    }));
+  };
+
+const symlinkH =
+  (at: boolean): Handler =>
+  (r, s) => {
+    const target = s.readString(s.args[0]!, 4097);
+    if (target === null) return fail(E.EFAULT);
+    if (target.length === 0) return fail(E.ENOENT);
+    const t = target.toString('utf8');
+    return doSimple(r, s, at ? s32(s.args[1]!) : AT.FDCWD, at ? 2 : 1, (path) => ({
+      op: 'symlink',
+      target: t,
+      path,
+    }));
+  };
+
+const chmodH =
+  (kind: 'chmod' | 'fchmodat' | 'fchmodat2'): Handler =>
+  (r, s) => {
+    const at = kind !== 'chmod';
+    const mode = s32(s.args[at ? 2 : 1]!) & 0o7777;
+    const flags = kind === 'fchmodat2' ? s32(s.args[3]!) : 0;
+    return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, at ? 1 : 0, (path) => ({
+      op: 'chmod',
+      path,
+      mode,
+      follow: !(flags & AT.SYMLINK_NOFOLLOW),
+    }));
+  };
+
+const chownH =
+  (kind: 'chown' | 'lchown' | 'fchownat'): Handler =>
+  (r, s) => {
+    const at = kind === 'fchownat';
+    const o = at ? 1 : 0;
+    const flags = at ? s32(s.args[4]!) : 0;
+    return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, o, (path) => ({
+      op: 'chown',
+      path,
+      uid: s32(s.args[o + 1]!),
+      gid: s32(s.args[o + 2]!),
+      follow: kind === 'chown' || (at && !(flags & AT.SYMLINK_NOFOLLOW)),
+    }));
+  };
+
+const UTIME_NOW = (1 << 30) - 1;
+const UTIME_OMIT = (1 << 30) - 2;
+
+const utimensat: Handler = (r, s) => {
+  const flags = s32(s.args[3]!);
+  const ptr = s.args[2]!;
+  const word = s.abi.wordSize;
+  let times: [ReturnType<typeof timeOf>, ReturnType<typeof timeOf>] = ['now', 'now'];
+  if (ptr !== 0n) {
+    const b = s.readMem(ptr, 4 * word);
+    if (b.length < 4 * word) return fail(E.EFAULT);
+    const rd = (i: number) => (word === 8 ? Number(b.readBigInt64LE(i * 8)) : b.readInt32LE(i * 4));
+    times = [timeOf(rd(0), rd(1)), timeOf(rd(2), rd(3))];
+  }
+  // utimensat(fd, NULL, ...) works on the fd itself: let the kernel do it on the copy.
+  if (s.args[1] === 0n) return pass;
+  return doSimple(r, s, s32(s.args[0]!), 1, (path) => ({
+    op: 'utimens',
+    path,
+    atime: times[0],
+    mtime: times[1],
+    follow: !(flags & AT.SYMLINK_NOFOLLOW),
+  }));
+};
+
+function timeOf(sec: number, nsec: number): [number, number] | 'now' | 'omit' {
+  if (nsec === UTIME_NOW) return 'now';
+  if (nsec === UTIME_OMIT) return 'omit';
+  return [sec, nsec];
+}
+
+const truncateH: Handler = (r, s) => {
+  const size = Number(BigInt.asIntN(64, s.args[1]!));
+  if (size < 0) return fail(E.EINVAL);
+  return doSimple(r, s, AT.FDCWD, 0, (path) => ({ op: 'truncate', path, size }));
+};
+
+const fsync: Handler = async (r, s) => {
+  await r.work.flushFd(s.proc.pid, s32(s.args[0]!));
+  return pass;
+};
+
+const HANDLERS: Record<string, Handler> = {
+  open: (r, s) => doOpen(r, s, AT.FDCWD, 0, s32(s.args[1]!), s32(s.args[2]!), 1),
+  openat: (r, s) => doOpen(r, s, s32(s.args[0]!), 1, s32(s.args[2]!), s32(s.args[3]!), 2),
+  creat: (r, s) => {
+    const F = OPEN_FLAGS[s.abi.name];
+    return doOpen(r, s, AT.FDCWD, 0, F.O_CREAT | F.O_WRONLY | F.O_TRUNC, s32(s.args[1]!), null);
+  },
+  stat: statHandler('path'),
+  lstat: statHandler('lpath'),
+  fstat: statHandler('fd'),
+  stat64: statHandler('path'),
+  lstat64: statHandler('lpath'),
+  fstat64: statHandler('fd'),
+  newfstatat: statHandler('at'),
+  fstatat64: statHandler('at'),
+  statx,
+  access: accessHandler(false, false),
+  faccessat: accessHandler(true, false),
+  faccessat2: accessHandler(true, true),
+  readlink: (r, s) => doReadlink(r, s, AT.FDCWD, 0, 1),
+  readlinkat: (r, s) => doReadlink(r, s, s32(s.args[0]!), 1, 2),
+  getdents64,
+  chdir: doChdir,
+  fchdir,
+  getcwd,
+  execve: execHandler(false),
+  execveat: execHandler(true),
+  mkdir: mkdirH(false),
+  mkdirat: mkdirH(true),
+  mknod: mknodH(false),
+  mknodat: mknodH(true),
+  unlink: unlinkH('unlink'),
+  rmdir: unlinkH('rmdir'),
+  unlinkat: unlinkH('at'),
+  rename: renameH('rename'),
+  renameat: renameH('renameat'),
+  renameat2: renameH('renameat2'),
+  link: linkH(false),
+  linkat: linkH(true),
+  symlink: symlinkH(false),
+  symlinkat: symlinkH(true),
+  chmod: chmodH('chmod'),
+  fchmodat: chmodH('fchmodat'),
+  fchmodat2: chmodH('fchmodat2'),
+  chown: chownH('chown'),
+  lchown: chownH('lchown'),
+  chown32: chownH('chown'),
+  lchown32: chownH('lchown'),
+  fchownat: chownH('fchownat'),
+  utimensat,
+  truncate: truncateH,
+  truncate64: truncateH,
+  statfs,
+  statfs64: statfs,
+  getxattr: xattrPath(true, 'get'),
+  lgetxattr: xattrPath(false, 'get'),
+  listxattr: xattrPath(true, 'list'),
+  llistxattr: xattrPath(false, 'list'),
+  setxattr: xattrPath(true, 'set'),
+  lsetxattr: xattrPath(false, 'set'),
+  removexattr: xattrPath(true, 'remove'),
+  lremovexattr: xattrPath(false, 'remove'),
+  inotify_add_watch: inotifyAdd,
+  fsync,
+  fdatasync: fsync,
+};

@@ -1,0 +1,400 @@
+// The tracer: keeps every process and thread of a run under ptrace, and hands each redirected
+// syscall stop to a handler that decides what happens to it. All ptrace calls run on the main
+// thread, woken by SIGCHLD, waiting on exactly the known tracee tids (never -1: libuv reaps its
+// own children and the addon's reaper its own).
+import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { type ArchAbi, abiByAuditArch } from '../arch/abi.ts';
+import type { Logger } from './log.ts';
+import * as native from './native.ts';
+import {
+  decodeSyscallInfo,
+  decodeWaitStatus,
+  PTRACE,
+  PTRACE_EVENT,
+  PTRACE_O,
+  type WaitEvent,
+} from './ptrace.ts';
+import { applyRegs } from './regs.ts';
+
+const SIG = constants.signals;
+const GROUP_STOP_SIGNALS = new Set<number>([SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU]);
+
+/** Options every tracee gets: follow every child, thread and exec; die with the tracer. */
+export const TRACE_OPTIONS =
+  PTRACE_O.TRACESYSGOOD |
+  PTRACE_O.TRACEFORK |
+  PTRACE_O.TRACEVFORK |
+  PTRACE_O.TRACECLONE |
+  PTRACE_O.TRACEEXEC |
+  PTRACE_O.TRACEEXIT |
+  PTRACE_O.TRACESECCOMP |
+  PTRACE_O.EXITKILL;
+
+/** State shared by the threads of one process (thread group). */
+export interface Proc {
+  pid: number;
+  /** The view path of the working directory. */
+  cwd: string;
+  /** The view path of the running program, for /proc/self/exe. */
+  exe: string;
+  /** Set by an execve handler; becomes `exe` when the exec happens. */
+  pendingExe: string | null;
+}
+
+export interface Task {
+  tid: number;
+  proc: Proc;
+  /** Seen running: its next PTRACE_EVENT_STOP is a group stop, not its first stop. */
+  started: boolean;
+  /** A handler is deciding about this task's current stop. */
+  busy: boolean;
+  /** PTRACE_SYSCALL mode: the result to put in place at the syscall-exit stop. */
+  exitResult: bigint | null;
+}
+
+/** What happens to a syscall. */
+export type Action =
+  | { kind: 'pass' }
+  /** Skip the syscall; the program sees `value` (a negative errno for a failure). */
+  | { kind: 'return'; value: bigint }
+  /** Run it with these arguments replaced. */
+  | { kind: 'rewrite'; args: Map<number, bigint> }
+  /** Run another syscall instead; with `result`, the program sees that instead of its result. */
+  | { kind: 'replace'; nr: number; args: Map<number, bigint>; result?: bigint };
+
+export const pass: Action = { kind: 'pass' };
+export const ret = (value: number | bigint): Action => ({ kind: 'return', value: BigInt(value) });
+export const fail = (errno: number): Action => ret(-errno);
+
+/** One syscall stop, as a handler sees it. */
+export class SyscallStop {
+  readonly task: Task;
+  readonly abi: ArchAbi;
+  readonly nr: number;
+  readonly name: string;
+  readonly args: bigint[];
+  readonly sp: bigint;
+  private scratchTop: bigint;
+
+  constructor(task: Task, abi: ArchAbi, nr: number, name: string, args: bigint[], sp: bigint) {
+    this.task = task;
+    this.abi = abi;
+    this.nr = nr;
+    this.name = name;
+    this.args = args;
+    this.sp = sp;
+    this.scratchTop = sp - BigInt(abi.redZone);
+  }
+
+  get tid(): number {
+    return this.task.tid;
+  }
+
+  get proc(): Proc {
+    return this.task.proc;
+  }
+
+  /** A NUL-terminated string argument; null when the pointer is bad (EFAULT). */
+  readString(addr: bigint, max = 4096): Buffer | null {
+    if (addr === 0n) return null;
+    return native.readString(this.task.tid, addr, max);
+  }
+
+  readMem(addr: bigint, len: number): Buffer {
+    return native.readMem(this.task.tid, addr, len);
+  }
+
+  writeMem(addr: bigint, data: Buffer): void {
+    native.writeMem(this.task.tid, addr, data);
+  }
+
+  /**
+   * Copies `data` onto the tracee's stack below its red zone and returns its address. Only
+   * valid for the syscall being decided: the program's next call may reuse the space.
+   */
+  scratch(data: Buffer): bigint {
+    this.scratchTop = (this.scratchTop - BigInt(data.length)) & ~15n;
+    native.writeMem(this.task.tid, this.scratchTop, data);
+    return this.scratchTop;
+  }
+}
+
+export interface TracerHooks {
+  /** Decides one redirected syscall; the task stays stopped until the promise settles. */
+  onSyscall(stop: SyscallStop): Action | Promise<Action>;
+  /** A process's exec succeeded. */
+  onExec?(proc: Proc): void;
+  /** A task is about to exit (its files still open); it stays stopped until this settles. */
+  onTaskExit?(task: Task): Promise<void> | void;
+  /** The root process ended (its wait status); the run is over once it is reaped. */
+  onRootExit(ev: WaitEvent): void;
+}
+
+export class Tracer {
+  private readonly tasks = new Map<number, Task>();
+  private readonly hooks: TracerHooks;
+  private readonly log: Logger;
+  private readonly rootPid: number;
+  /** Without seccomp every syscall stops twice (entry and exit) under PTRACE_SYSCALL. */
+  private readonly syscallMode: boolean;
+  private keepAlive: NodeJS.Timeout | null;
+  private readonly onSigchld = () => this.pump();
+
+  constructor(rootPid: number, root: Proc, hooks: TracerHooks, log: Logger, syscallMode: boolean) {
+    this.rootPid = rootPid;
+    this.hooks = hooks;
+    this.log = log;
+    this.syscallMode = syscallMode;
+    // The root was seized while blocked before its execve: it is running, not in a stop.
+    this.tasks.set(rootPid, {
+      tid: rootPid,
+      proc: root,
+      started: true,
+      busy: false,
+      exitResult: null,
+    });
+    process.on('SIGCHLD', this.onSigchld);
+    // Signal handles are unref'd: without this the loop could end while tracees run.
+    this.keepAlive = setInterval(() => {}, 2 ** 31 - 1);
+    // In PTRACE_SYSCALL mode the root must be told to stop at syscalls; it is running now.
+    if (syscallMode) {
+      this.interrupt(rootPid);
+    }
+    process.nextTick(() => this.pump());
+  }
+
+  get size(): number {
+    return this.tasks.size;
+  }
+
+  private interrupt(tid: number): void {
+    try {
+      native.ptrace(PTRACE.INTERRUPT, tid, 0, 0);
+    } catch (e) {
+      this.gone(tid, e);
+    }
+  }
+
+  /** Collects every pending stop until a full pass over the known tids finds nothing. */
+  private pump(): void {
+    for (let found = true; found; ) {
+      found = false;
+      for (const task of [...this.tasks.values()]) {
+        let st: number | null;
+        try {
+          st = native.waitStatus(task.tid);
+        } catch (e) {
+          // ECHILD: the thread vanished without a report (a sibling's exec reaped it).
+          if ((e as NodeJS.ErrnoException).code === 'ECHILD') this.tasks.delete(task.tid);
+          else throw e;
+          continue;
+        }
+        if (st === null) continue;
+        found = true;
+        this.event(task, decodeWaitStatus(st));
+      }
+    }
+    this.maybeStop();
+  }
+
+  private maybeStop(): void {
+    if (this.tasks.size > 0 || !this.keepAlive) return;
+    clearInterval(this.keepAlive);
+    this.keepAlive = null;
+    process.off('SIGCHLD', this.onSigchld);
+  }
+
+  private event(task: Task, ev: WaitEvent): void {
+    if (ev.kind !== 'stopped') {
+      this.tasks.delete(task.tid);
+      if (task.tid === this.rootPid) this.hooks.onRootExit(ev);
+      return;
+    }
+    const { signal, event } = ev;
+    if (signal === (SIG.SIGTRAP | 0x80)) return this.syscallStop(task);
+    switch (event) {
+      case PTRACE_EVENT.SECCOMP:
+        return this.syscallStop(task);
+      case PTRACE_EVENT.FORK:
+      case PTRACE_EVENT.VFORK:
+      case PTRACE_EVENT.CLONE:
+        this.newTask(task, event);
+        return this.resume(task, 0);
+      case PTRACE_EVENT.EXEC:
+        return this.exec(task);
+      case PTRACE_EVENT.EXIT:
+        return this.exiting(task);
+      case PTRACE_EVENT.STOP:
+        if (!task.started) {
+          task.started = true;
+          return this.resume(task, 0);
+        }
+        if (GROUP_STOP_SIGNALS.has(signal)) {
+          // A group stop: stay stopped, but let the tracer see the SIGCONT that ends it.
+          try {
+            native.ptrace(PTRACE.LISTEN, task.tid, 0, 0);
+          } catch (e) {
+            this.gone(task.tid, e);
+          }
+          return;
+        }
+        // An INTERRUPT stop (PTRACE_SYSCALL mode start): just go on.
+        return this.resume(task, 0);
+      default:
+        // A signal for the program: deliver it.
+        return this.resume(task, event === 0 ? signal : 0);
+    }
+  }
+
+  private newTask(parent: Task, event: number): void {
+    let tid: number;
+    try {
+      tid = native.getEventMsg(parent.tid);
+    } catch (e) {
+      this.gone(parent.tid, e);
+      return;
+    }
+    let proc = parent.proc;
+    if (event !== PTRACE_EVENT.CLONE || tgidOf(tid) !== parent.proc.pid) {
+      // A new process: its own copy of the parent's state (fork copies the cwd).
+      proc = { ...parent.proc, pid: tid, pendingExe: null };
+    }
+    this.tasks.set(tid, { tid, proc, started: false, busy: false, exitResult: null });
+  }
+
+  private exec(task: Task): void {
+    // A non-leader thread that execs takes over the leader's tid; the other threads are gone.
+    const pid = task.proc.pid;
+    for (const [tid, t] of this.tasks)
+      if (t.proc === task.proc && tid !== task.tid) this.tasks.delete(tid);
+    if (task.tid !== pid) {
+      this.tasks.delete(task.tid);
+      task.tid = pid;
+      this.tasks.set(pid, task);
+    }
+    if (task.proc.pendingExe !== null) {
+      task.proc.exe = task.proc.pendingExe;
+      task.proc.pendingExe = null;
+    }
+    this.hooks.onExec?.(task.proc);
+    this.resume(task, 0);
+  }
+
+  private exiting(task: Task): void {
+    const done = () => {
+      task.busy = false;
+      if (this.tasks.has(task.tid)) this.resume(task, 0);
+    };
+    task.busy = true;
+    Promise.resolve()
+      .then(() => this.hooks.onTaskExit?.(task))
+      .catch((e: Error) => this.log.error({ tid: task.tid, err: e.message }, 'exit hook failed'))
+      .finally(done);
+  }
+
+  private syscallStop(task: Task): void {
+    let info: ReturnType<typeof decodeSyscallInfo>;
+    try {
+      info = decodeSyscallInfo(native.getSyscallInfo(task.tid));
+    } catch (e) {
+      this.gone(task.tid, e);
+      return;
+    }
+    if (info.op === 'exit') {
+      if (task.exitResult !== null) {
+        const value = task.exitResult;
+        task.exitResult = null;
+        this.apply(task, info.arch, { kind: 'return', value }, true);
+      }
+      return this.resume(task, 0);
+    }
+    if (info.op === 'none') return this.resume(task, 0);
+    const abi = abiByAuditArch(info.arch);
+    if (!abi) {
+      // No ABI tether knows (the filter fails those calls already): refuse, never pass.
+      task.exitResult = null;
+      this.apply(task, info.arch, fail(constants.errno.ENOSYS), false);
+      return this.resume(task, 0);
+    }
+    const name = abi.syscallName(info.nr) ?? `#${info.nr}`;
+    const stop = new SyscallStop(task, abi, info.nr, name, info.args, info.sp);
+    task.busy = true;
+    let action: Action | Promise<Action>;
+    try {
+      action = this.hooks.onSyscall(stop);
+    } catch (e) {
+      action = this.handlerFailed(stop, e);
+    }
+    if (action instanceof Promise) {
+      action.then(
+        (a) => this.finish(task, info.arch, a),
+        (e) => this.finish(task, info.arch, this.handlerFailed(stop, e)),
+      );
+    } else {
+      this.finish(task, info.arch, action);
+    }
+  }
+
+  private handlerFailed(stop: SyscallStop, e: unknown): Action {
+    // A tracer bug must not let the call through unredirected: fail it instead.
+    this.log.error(
+      { tid: stop.tid, syscall: stop.name, err: (e as Error).message, stack: (e as Error).stack },
+      'syscall handler failed',
+    );
+    return fail(constants.errno.EIO);
+  }
+
+  private finish(task: Task, auditArch: number, action: Action): void {
+    task.busy = false;
+    if (!this.tasks.has(task.tid)) return;
+    this.apply(task, auditArch, action, false);
+    // A replaced call whose result we set needs its exit stop, once.
+    this.resume(task, 0, task.exitResult !== null);
+  }
+
+  private apply(task: Task, auditArch: number, action: Action, atExit: boolean): void {
+    if (action.kind === 'pass') return;
+    try {
+      if (action.kind === 'return' && this.syscallMode && !atExit) {
+        // Under PTRACE_SYSCALL the result can only be set at the exit stop.
+        task.exitResult = action.value;
+        applyRegs(task.tid, auditArch, { nr: -1 });
+        return;
+      }
+      if (action.kind === 'return')
+        applyRegs(task.tid, auditArch, { nr: atExit ? undefined : -1, result: action.value });
+      else if (action.kind === 'rewrite') applyRegs(task.tid, auditArch, { args: action.args });
+      else {
+        applyRegs(task.tid, auditArch, { nr: action.nr, args: action.args });
+        if (action.result !== undefined) task.exitResult = action.result;
+      }
+    } catch (e) {
+      this.gone(task.tid, e);
+    }
+  }
+
+  private resume(task: Task, signal: number, toExit = false): void {
+    try {
+      const req = this.syscallMode || toExit ? PTRACE.SYSCALL : PTRACE.CONT;
+      native.ptrace(req, task.tid, 0, signal);
+    } catch (e) {
+      this.gone(task.tid, e);
+    }
+  }
+
+  /** A ptrace request failed: ESRCH means the task was killed meanwhile; its exit will come. */
+  private gone(tid: number, e: unknown): void {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return;
+    this.log.error({ tid, err: (e as Error).message }, 'ptrace request failed');
+  }
+}
+
+function tgidOf(tid: number): number {
+  try {
+    const m = /^Tgid:\s*(\d+)$/m.exec(readFileSync(`/proc/${tid}/status`, 'latin1'));
+    return m ? Number(m[1]) : tid;
+  } catch {
+    return tid;
+  }
+}

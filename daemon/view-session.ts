@@ -1,0 +1,191 @@
+// Starts one run's program under the tracer with the view applied: finds the program and the
+// working directory in the view, builds the seccomp filter for the device's ABIs, and wires
+// the tracer to the redirector.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { ARCH_ABIS, type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
+import type { Stream } from '../transport/stream.ts';
+import type { ViewSpec } from '../transport/view.ts';
+import type { ContentCache } from './cache.ts';
+import type { Logger } from './log.ts';
+import * as native from './native.ts';
+import type { WaitEvent } from './ptrace.ts';
+import { ENOSYS_CALLS, Redirector } from './redirect.ts';
+import { buildFilter } from './seccomp.ts';
+import { type Proc, TRACE_OPTIONS, Tracer } from './tracer.ts';
+import { ViewClient, ViewError } from './view-client.ts';
+
+export interface ViewEnv {
+  cache: ContentCache;
+  /** Where per-run scratch directories go (on the device, exec-permitted). */
+  runsDir: string;
+  /** False where the kernel lacks seccomp filters: every syscall then stops (PTRACE_SYSCALL). */
+  seccomp: boolean;
+}
+
+export interface TracedRun {
+  pid: number;
+  tracer: Tracer;
+  /** The errno of the program's first execve when the tracer failed it, else null. */
+  execErrno(): number | null;
+  cleanup(): void;
+}
+
+/** What the spawn needs that only the view can say. */
+export interface ViewStart {
+  file: string;
+  argv: string[];
+  env: string[];
+  cwd: string;
+}
+
+/** The ABIs programs on this device can use: its own and its 32-bit compat ABI. */
+export function deviceAbis(): ArchAbi[] {
+  const host = abiForNodeArch(process.arch);
+  if (!host) throw new Error(`tracing is not supported on ${process.arch}`);
+  if (host.name === 'x86_64') return [host, ARCH_ABIS.i386];
+  if (host.name === 'aarch64') return [host, ARCH_ABIS.arm];
+  return [host];
+}
+
+/** x86_64's x32 calls share its AUDIT_ARCH and set bit 30; tether has no table for them. */
+const X32_BIT = 0x40000000;
+
+export function filterFor(abis: readonly ArchAbi[]): Buffer {
+  const names = Redirector.traced();
+  return buildFilter(
+    abis.map((abi) => ({
+      auditArch: abi.auditArch,
+      trace: names.map((n) => abi.syscallNumber(n)).filter((n) => n !== undefined),
+      enosys: ENOSYS_CALLS.map((n) => abi.syscallNumber(n)).filter((n) => n !== undefined),
+      ...(abi.name === 'x86_64' ? { limit: X32_BIT } : {}),
+    })),
+  );
+}
+
+export class ViewSession {
+  readonly redirector: Redirector;
+  private readonly scratch: string;
+  private readonly log: Logger;
+
+  constructor(stream: Stream, spec: ViewSpec, env: ViewEnv, log: Logger) {
+    this.scratch = mkdtempSync(join(env.runsDir, 'run-'));
+    this.log = log;
+    this.redirector = new Redirector({
+      client: new ViewClient(stream),
+      mounts: spec.mounts,
+      cache: env.cache,
+      scratch: this.scratch,
+      log,
+    });
+  }
+
+  /** The program's view path (PATH searched in the view, as execvp does) and cwd's. */
+  async resolve(start: ViewStart): Promise<{ file: string; cwd: string; kernelCwd: string }> {
+    const r = this.redirector;
+    let cwd = start.cwd || '/';
+    let kernelCwd: string;
+    const local = r.local(cwd);
+    if (local !== null) {
+      cwd = local;
+      kernelCwd = local;
+    } else {
+      const node = await r.lookup(cwd, true);
+      if (node.where === 'device') {
+        cwd = node.path;
+        kernelCwd = node.path;
+      } else {
+        if ((node.st.mode & 0o170000) !== 0o040000) throw new ViewError('ENOTDIR', `chdir ${cwd}`);
+        cwd = node.path;
+        kernelCwd = r.placeholder(node.path);
+      }
+    }
+    let file = start.file;
+    if (!file.includes('/')) file = await this.search(file, start.env, cwd);
+    else if (!file.startsWith('/')) file = `${cwd === '/' ? '' : cwd}/${file}`;
+    return { file, cwd, kernelCwd };
+  }
+
+  private async search(name: string, env: string[], cwd: string): Promise<string> {
+    const pathVar = env.find((e) => e.startsWith('PATH='))?.slice(5) ?? '/bin:/usr/bin';
+    let denied = false;
+    for (const dir of pathVar.split(':')) {
+      const base = dir === '' ? cwd : dir.startsWith('/') ? dir : `${cwd}/${dir}`;
+      const candidate = `${base === '/' ? '' : base}/${name}`;
+      try {
+        const node = await this.redirector.lookup(candidate, true);
+        if (node.where === 'device') return candidate;
+        if ((node.st.mode & 0o170000) !== 0o100000) continue;
+        await this.redirector.run.client.simple({
+          op: 'access',
+          path: candidate,
+          mode: 1,
+          follow: true,
+        });
+        return candidate;
+      } catch (e) {
+        if (!(e instanceof ViewError)) throw e;
+        if (e.code === 'EACCES') denied = true;
+      }
+    }
+    throw new ViewError(denied ? 'EACCES' : 'ENOENT', name);
+  }
+
+  /** Spawns the traced program (already placed fds and ids in `opts`). */
+  start(
+    opts: Omit<native.SpawnOptions, 'trace'>,
+    viewCwd: string,
+    env: ViewEnv,
+    onExit: (ev: WaitEvent, execErrno: number | null) => void,
+  ): TracedRun {
+    const r = this.redirector;
+    const abis = deviceAbis();
+    const pid = native.spawn({
+      ...opts,
+      trace: { options: TRACE_OPTIONS, filter: env.seccomp ? filterFor(abis) : null },
+    });
+    let firstExec: number | null = null;
+    let execSeen = false;
+    const root: Proc = { pid, cwd: viewCwd, exe: opts.file, pendingExe: null };
+    const procs = new Map<number, Proc>();
+    const tracer = new Tracer(
+      pid,
+      root,
+      {
+        onSyscall: async (s) => {
+          procs.set(s.proc.pid, s.proc);
+          const action = await r.onSyscall(s);
+          if (!execSeen && s.proc.pid === pid && (s.name === 'execve' || s.name === 'execveat')) {
+            execSeen = true;
+            if (action.kind === 'return' && action.value < 0n) firstExec = Number(-action.value);
+          }
+          return action;
+        },
+        onExec: (proc) => procs.set(proc.pid, proc),
+        onTaskExit: () => r.work.flushAll(),
+        onRootExit: (ev) => {
+          r.work.flushAll().finally(() => onExit(ev, firstExec));
+        },
+      },
+      this.log,
+      !env.seccomp,
+    );
+    r.procs = (p) => procs.get(p) ?? null;
+    return {
+      pid,
+      tracer,
+      execErrno: () => firstExec,
+      cleanup: () => this.cleanup(),
+    };
+  }
+
+  cleanup(): void {
+    this.redirector.work.close();
+    rmSync(this.scratch, { recursive: true, force: true });
+  }
+}
+
+/** Whether this kernel has seccomp filters (the Seccomp line exists with CONFIG_SECCOMP). */
+export function hasSeccomp(status: string): boolean {
+  return /^Seccomp:/m.test(status);
+}

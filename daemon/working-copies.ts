@@ -1,0 +1,230 @@
+// Host files opened for writing get a local working copy on the device; the program's writes
+// (and writable shared mappings) land there at local speed, and the copy is written back to
+// the host file in place when its last writer closes it (inotify IN_CLOSE_WRITE, which fires
+// only after a shared mapping is gone too), at fsync, and before any process exits. Later
+// opens of the same path in the run use the copy, so readers on the device see the writes
+// at once; the host sees them at those points, with its own clock on the timestamps.
+import {
+  closeSync,
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import type { ViewNode } from '../transport/view.ts';
+import type { ContentCache } from './cache.ts';
+import type { Logger } from './log.ts';
+import * as native from './native.ts';
+import type { ViewClient, ViewRequestBody } from './view-client.ts';
+
+const IN_CLOSE_WRITE = 0x8;
+/** Write-back messages stay well under the transport's message limit. */
+const PIECE = 1024 * 1024;
+
+interface Copy {
+  /** View path of the host file. */
+  path: string;
+  file: string;
+  wd: number;
+  /** Size and mtime when last written back (or created). */
+  synced: string;
+  /** Unlinked or renamed over on the host: never written back again. */
+  detached: boolean;
+}
+
+export class WorkingCopies {
+  private readonly dir: string;
+  private readonly client: ViewClient;
+  private readonly log: Logger;
+  private readonly byPath = new Map<string, Copy>();
+  private readonly byFile = new Map<string, Copy>();
+  private readonly byWd = new Map<number, Copy>();
+  private inotify = -1;
+  private next = 1;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(dir: string, client: ViewClient, log: Logger) {
+    this.dir = dir;
+    this.client = client;
+    this.log = log;
+    mkdirSync(dir, { recursive: true });
+  }
+
+  /** The copy for host file `node`, made from `content` (or the cached key) the first time. */
+  async open(
+    node: Extract<ViewNode, { where: 'host' }>,
+    content: Buffer | null,
+    cache: ContentCache,
+    key: string,
+  ): Promise<string> {
+    const have = this.byPath.get(node.path);
+    if (have) return have.file;
+    const file = join(this.dir, String(this.next++));
+    const cached = cache.get(key);
+    if (content) writeFileSync(file, content, { mode: 0o600 });
+    else if (cached && node.st.size > 0) copyFileSync(cached, file);
+    else writeFileSync(file, '', { mode: 0o600 });
+    if (this.inotify < 0) this.inotify = native.inotifyInit();
+    const wd = native.inotifyAddWatch(this.inotify, file, IN_CLOSE_WRITE);
+    const copy: Copy = { path: node.path, file, wd, synced: '', detached: false };
+    // A new copy of a truncated or new file differs from the host only once written.
+    copy.synced = content || cached ? stamp(file) : '';
+    this.byPath.set(node.path, copy);
+    this.byFile.set(file, copy);
+    this.byWd.set(wd, copy);
+    return file;
+  }
+
+  existing(path: string): string | null {
+    const c = this.byPath.get(path);
+    return c && !c.detached ? c.file : null;
+  }
+
+  /** The view path a device path of a copy stands for. */
+  pathOfCopy(file: string): string | null {
+    const c = this.byFile.get(file);
+    return c ? c.path : null;
+  }
+
+  /** A host node's attributes with the local copy's size and times, while one exists. */
+  overlay(node: ViewNode): ViewNode {
+    if (node.where !== 'host') return node;
+    const c = this.byPath.get(node.path);
+    if (!c || c.detached) return node;
+    try {
+      const st = statSync(c.file, { bigint: true });
+      const t = (ns: bigint): [number, number] => [
+        Number(ns / 1_000_000_000n),
+        Number(ns % 1_000_000_000n),
+      ];
+      return {
+        ...node,
+        st: {
+          ...node.st,
+          size: Number(st.size),
+          blocks: Number(st.blocks),
+          mtime: t(st.mtimeNs),
+          ctime: t(st.ctimeNs),
+        },
+      };
+    } catch {
+      return node;
+    }
+  }
+
+  /** Keeps the table true after a host change made through the view. */
+  afterChange(req: ViewRequestBody): void {
+    if (req.op === 'unlink') this.detach(req.path);
+    else if (req.op === 'rename') {
+      const c = this.byPath.get(req.from);
+      this.detach(req.to);
+      if (c && !req.exchange) {
+        this.byPath.delete(req.from);
+        c.path = req.to;
+        this.byPath.set(req.to, c);
+      }
+    }
+  }
+
+  private detach(path: string): void {
+    const c = this.byPath.get(path);
+    if (!c) return;
+    c.detached = true;
+    this.byPath.delete(path);
+  }
+
+  /** Writes back every copy whose last writer has closed it since the last call. */
+  settleClosed(): Promise<void> {
+    if (this.inotify < 0) return this.flushing;
+    const closed = new Set<Copy>();
+    const buf = Buffer.alloc(64 * 1024);
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(this.inotify, buf);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
+        throw e;
+      }
+      for (let off = 0; off + 16 <= n; ) {
+        const wd = buf.readInt32LE(off);
+        const mask = buf.readUInt32LE(off + 4);
+        const len = buf.readUInt32LE(off + 12);
+        off += 16 + len;
+        const c = this.byWd.get(wd);
+        if (c && mask & IN_CLOSE_WRITE) closed.add(c);
+      }
+    }
+    if (closed.size > 0) this.queue([...closed]);
+    return this.flushing;
+  }
+
+  /** Writes back every changed copy (a process is exiting: its writes must be on the host). */
+  flushAll(): Promise<void> {
+    this.settleClosed();
+    this.queue([...this.byFile.values()]);
+    return this.flushing;
+  }
+
+  async flushFd(pid: number, fd: number): Promise<void> {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return;
+    }
+    const c = this.byFile.get(target);
+    if (c) {
+      this.queue([c]);
+      await this.flushing;
+    }
+  }
+
+  /** Flushes run one after another, so the host sees writes in the order they happened. */
+  private queue(copies: Copy[]): void {
+    this.flushing = this.flushing.then(async () => {
+      for (const c of copies) {
+        try {
+          await this.writeBack(c);
+        } catch (e) {
+          this.log.warn({ path: c.path, err: (e as Error).message }, 'write-back failed');
+        }
+      }
+    });
+  }
+
+  private async writeBack(c: Copy): Promise<void> {
+    if (c.detached) return;
+    const now = stamp(c.file);
+    if (now === c.synced) return;
+    const data = readFileSync(c.file);
+    c.synced = now;
+    for (let off = 0; off === 0 || off < data.length; off += PIECE) {
+      await this.client.simple({
+        op: 'write',
+        path: c.path,
+        offset: off,
+        data: data.subarray(off, off + PIECE),
+        truncate: off === 0 ? data.length : null,
+      });
+    }
+  }
+
+  close(): void {
+    if (this.inotify >= 0) closeSync(this.inotify);
+    this.inotify = -1;
+  }
+}
+
+function stamp(file: string): string {
+  try {
+    const st = statSync(file, { bigint: true });
+    return `${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  } catch {
+    return '';
+  }
+}
