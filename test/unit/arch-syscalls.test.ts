@@ -1,7 +1,12 @@
 // The committed syscall tables must equal what the installed kernel headers
 // say now (a stale table fails), and well-known numbers must hold.
 import t from 'tap';
-import { HEADER_SOURCES, missingHeaders, readSyscalls } from '../../arch/gen-syscalls.ts';
+import {
+  HEADER_SOURCES,
+  missingHeaders,
+  readAliases,
+  readSyscalls,
+} from '../../arch/gen-syscalls.ts';
 import { ABIS, SYSCALLS, syscallName, syscallNumber } from '../../arch/syscalls.ts';
 
 for (const src of HEADER_SOURCES) {
@@ -18,6 +23,12 @@ for (const src of HEADER_SOURCES) {
       fromHeaders,
       `arch/syscalls/${src.abi}.ts equals ${src.header}; if not, run: node arch/gen-syscalls.ts`,
     );
+    // A number with two names maps back to the one the header defines by number.
+    for (const [alias, name] of readAliases(src)) {
+      const nr = syscallNumber(src.abi, name);
+      t.equal(syscallNumber(src.abi, alias), nr, `${src.abi}: ${alias} is ${name}`);
+      t.equal(syscallName(src.abi, nr!), name, `${src.abi}: ${nr} is ${name}, not ${alias}`);
+    }
   });
 }
 
