@@ -17,11 +17,16 @@ const SHEBANG_MAX = 256;
 
 export type ExecPlan = { file: string; argv: bigint; exe: string } | { errno: number };
 
-/** Decides what the kernel really executes for execve(path, argv) and writes the new argv. */
+/**
+ * Decides what the kernel really executes for execve(path, argv) and writes the new argv.
+ * `name` is the file name as the kernel would pass it to a `#!` interpreter (as the program
+ * gave it, even relative).
+ */
 export async function prepareExec(
   r: Redirector,
   s: SyscallStop,
   path: string,
+  name: string,
   argvPtr: bigint,
 ): Promise<ExecPlan> {
   const argv = readPointers(s, argvPtr);
@@ -49,7 +54,12 @@ export async function prepareExec(
       if (!interp) return { errno: E.ENOEXEC };
       // argv becomes: interp [arg] script-as-named args...; argv[0] of the script is dropped.
       // A nested interpreter replaces the previous one's name, as the kernel does.
-      front = [str(interp), ...(arg !== null ? [str(arg)] : []), str(target), ...front.slice(1)];
+      front = [
+        str(interp),
+        ...(arg !== null ? [str(arg)] : []),
+        str(depth === 0 ? name : target),
+        ...front.slice(1),
+      ];
       argv0 = null;
       target = interp;
       continue;

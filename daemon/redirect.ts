@@ -1,7 +1,14 @@
 // The view, applied to syscalls: for each trapped call, resolve its paths in the view through
 // the client, then either let the kernel run it on a device path (a cached copy, a working
 // copy, a placeholder directory, or a device-local mount) or answer it from the host's reply.
-import { mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import {
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { AT, OPEN_FLAGS, RENAME } from '../arch/fcntl.ts';
@@ -140,8 +147,8 @@ export class Redirector {
   }
 
   /** The view path a stop's (dirfd, path) names; throws ViewError for a bad pointer or fd. */
-  absPath(s: SyscallStop, dirfd: number, p: string): string {
-    if (p.startsWith('/')) return p;
+  absPath(s: SyscallStop, dirfd: number, p: string, mapProc = true): string {
+    if (p.startsWith('/')) return mapProc ? this.viaProc(s, p) : p;
     let base: string | null;
     if (dirfd === AT.FDCWD) base = s.proc.cwd;
     else {
@@ -149,6 +156,29 @@ export class Redirector {
       if (base === null) throw new ViewError(fdExists(s.proc.pid, dirfd) ? 'ENOTDIR' : 'EBADF');
     }
     return base === '/' ? `/${p}` : `${base}/${p}`;
+  }
+
+  /**
+   * Paths through a traced process's /proc/PID/{root,cwd,fd/N} continue in the view: the
+   * kernel would walk the device's root, the placeholder or the cached copy instead.
+   */
+  viaProc(s: SyscallStop, p: string): string {
+    const m = PROC_DIR.exec(p);
+    if (!m) return p;
+    const pid = m[1] === 'self' || m[1] === 'thread-self' ? s.proc.pid : Number(m[1]);
+    const proc = pid === s.proc.pid ? s.proc : this.procs(pid);
+    if (!proc) return p;
+    const rest = m[5] ?? '';
+    let base: string | null;
+    if (m[3] === 'root') base = '';
+    else if (m[3] === 'cwd') base = proc.cwd === '/' ? '' : proc.cwd;
+    else {
+      // The fd of a view file: its view path (the kernel would reach the device's copy).
+      base = this.fdView(pid, Number(m[4]));
+      if (base !== null && this.mountOf(base).device) return p;
+    }
+    if (base === null) return p;
+    return `${base}${rest}` || '/';
   }
 
   readPath(s: SyscallStop, i: number): string {
@@ -173,11 +203,27 @@ export class Redirector {
 
   /** The placeholder directory standing for host directory `path` in the kernel. */
   placeholder(path: string): string {
-    let d = this.dirs.get(path);
+    return this.stand(path, 'd', (d) => mkdirSync(d, { recursive: true, mode: 0o755 }));
+  }
+
+  /**
+   * An O_PATH stand-in for a view entry that is not a directory: a symlink for a symlink (so
+   * O_NOFOLLOW opens it), an empty file otherwise. fstat and exec through its fd reach the
+   * view path.
+   */
+  pathStandIn(path: string, symlink: boolean): string {
+    return this.stand(path, symlink ? 'l' : 'f', (d) =>
+      symlink ? symlinkSync('/', d) : writeFileSync(d, '', { mode: 0o444 }),
+    );
+  }
+
+  private stand(path: string, kind: string, make: (d: string) => void): string {
+    const key = `${kind}${path}`;
+    let d = this.dirs.get(key);
     if (!d) {
-      d = join(this.dirRoot, String(this.dirs.size + 1));
-      mkdirSync(d, { recursive: true, mode: 0o755 });
-      this.dirs.set(path, d);
+      d = join(this.dirRoot, `${kind}${this.dirs.size + 1}`);
+      make(d);
+      this.dirs.set(key, d);
       this.dirPaths.set(d, path);
     }
     return d;
@@ -204,6 +250,19 @@ export class Redirector {
     if (w !== null) return w;
     if (target.startsWith('/') && this.mountOf(target).device) return target;
     return null;
+  }
+
+  /** The view directory an fd's placeholder stands for, or null. */
+  fdDir(pid: number, fd: number): string | null {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return null;
+    }
+    return this.dirs.get(`d${this.dirPaths.get(target)}`) === target
+      ? this.dirPaths.get(target)!
+      : null;
   }
 
   /** Host attributes for an fd, when it is a view file the device holds a copy of. */
@@ -415,6 +474,15 @@ async function doOpen(
     // creat(2) has no flags argument: it opens O_CREAT|O_WRONLY|O_TRUNC, fine for a copy.
     return action;
   }
+  if (flags & F.O_PATH) {
+    // Only a handle to the entry: nothing is read, so nothing is fetched.
+    const node = await r.lookup(path, !(flags & F.O_NOFOLLOW));
+    if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
+    const type = node.st.mode & 0o170000;
+    if (type === 0o040000) return r.rewrite(s, [[pathIdx, r.placeholder(node.path)]]);
+    if (flags & F.O_DIRECTORY) return fail(E.ENOTDIR);
+    return r.rewrite(s, [[pathIdx, r.pathStandIn(node.path, type === 0o120000)]]);
+  }
   const copy = r.work.existing(path);
   if (copy !== null) return r.rewrite(s, [[pathIdx, copy]], extra);
   const { node, file } = await r.cached(
@@ -519,12 +587,15 @@ async function doReadlink(
 ): Promise<Action> {
   const raw = r.readPath(s, pathIdx);
   if (raw === '') return fail(E.ENOENT);
-  const path = r.absPath(s, dirfd, raw);
+  const path = r.absPath(s, dirfd, raw, false);
   const size = s32(s.args[bufIdx + 1]!);
   if (size <= 0) return fail(E.EINVAL);
   const magic = procLink(r, s, path);
   let target: string | { device: string };
-  if (magic !== undefined) {
+  if (magic === undefined && r.viaProc(s, path) !== path) {
+    // A path through /proc/PID/root or cwd: an ordinary view path.
+    target = await r.run.client.readlink(r.viaProc(s, path));
+  } else if (magic !== undefined) {
     if (magic === null) return r.rewrite(s, [[pathIdx, path]]);
     target = magic;
   } else {
@@ -538,6 +609,7 @@ async function doReadlink(
   return ret(bytes.length);
 }
 
+const PROC_DIR = /^\/proc\/(self|thread-self|\d+)(\/task\/\d+)?\/(root|cwd|fd\/(\d+))(\/.*)?$/;
 const PROC_LINK = /^\/proc\/(self|thread-self|\d+)(?:\/task\/(\d+))?\/(exe|cwd|root|fd\/(\d+))$/;
 
 /**
@@ -667,7 +739,11 @@ const execHandler =
       if (raw === '') return fail(E.ENOENT);
       path = r.absPath(s, at ? s32(s.args[0]!) : AT.FDCWD, raw);
     }
-    const plan = await prepareExec(r, s, path, s.args[o + 1]!);
+    const dirfd = at ? s32(s.args[0]!) : AT.FDCWD;
+    // The kernel names the file to a #! interpreter as given, or via /dev/fd for execveat.
+    const name =
+      raw.startsWith('/') || dirfd === AT.FDCWD ? raw : `/dev/fd/${dirfd}${raw ? `/${raw}` : ''}`;
+    const plan = await prepareExec(r, s, path, name, s.args[o + 1]!);
     if ('errno' in plan) return fail(plan.errno);
     s.proc.pendingExe = plan.exe;
     const args = new Map<number, bigint>([[o + 1, plan.argv]]);
@@ -680,9 +756,9 @@ const execHandler =
 
 const getdents64: Handler = async (r, s) => {
   const fd = s32(s.args[0]!);
-  const f = r.fdStat(s.proc.pid, fd);
-  if (f === null || !('path' in f) || r.work.pathOfCopy(f.path) !== null) return pass;
-  const list = await r.listing(s, fd, f.path);
+  const dir = r.fdDir(s.proc.pid, fd);
+  if (dir === null) return pass;
+  const list = await r.listing(s, fd, dir);
   const count = s32(s.args[2]!);
   let pos = fdPos(s.proc.pid, fd);
   const out: Buffer[] = [];
@@ -867,8 +943,15 @@ const utimensat: Handler = (r, s) => {
     const rd = (i: number) => (word === 8 ? Number(b.readBigInt64LE(i * 8)) : b.readInt32LE(i * 4));
     times = [timeOf(rd(0), rd(1)), timeOf(rd(2), rd(3))];
   }
-  // utimensat(fd, NULL, ...) works on the fd itself: let the kernel do it on the copy.
-  if (s.args[1] === 0n) return pass;
+  // utimensat(fd, NULL, ...) is futimens: it sets the times of the fd's file.
+  if (s.args[1] === 0n)
+    return fdMeta(r, s, (path) => ({
+      op: 'utimens',
+      path,
+      atime: times[0],
+      mtime: times[1],
+      follow: true,
+    }));
   return doSimple(r, s, s32(s.args[0]!), 1, (path) => ({
     op: 'utimens',
     path,
@@ -889,6 +972,51 @@ const truncateH: Handler = (r, s) => {
   if (size < 0) return fail(E.EINVAL);
   return doSimple(r, s, AT.FDCWD, 0, (path) => ({ op: 'truncate', path, size }));
 };
+
+/**
+ * fchmod/fchown/futimens on a view file: the host file changes (after pending writes are
+ * written back, so its times stay as set); a copy's own metadata does not matter.
+ */
+function fdMeta(
+  r: Redirector,
+  s: SyscallStop,
+  body: (path: string) => ViewRequestBody,
+): Action | Promise<Action> {
+  const fd = s32(s.args[0]!);
+  const f = r.fdStat(s.proc.pid, fd);
+  if (f === null) return pass;
+  const path = 'path' in f ? f.path : r.fdView(s.proc.pid, fd);
+  if (path === null) return pass;
+  return (async () => {
+    await r.work.flushFd(s.proc.pid, fd);
+    await r.run.client.simple(body(path));
+    r.work.markSynced(s.proc.pid, fd);
+    return ret(0);
+  })();
+}
+
+/** Extended attributes of a view file through its fd: as for paths, there are none. */
+function xattrFd(kind: 'get' | 'list' | 'set' | 'remove'): Handler {
+  return (r, s) => {
+    if (r.fdStat(s.proc.pid, s32(s.args[0]!)) === null) return pass;
+    if (kind === 'list') return ret(0);
+    return fail(kind === 'get' ? E.ENODATA : E.EOPNOTSUPP);
+  };
+}
+
+const fchmod: Handler = (r, s) => {
+  const mode = s32(s.args[1]!) & 0o7777;
+  return fdMeta(r, s, (path) => ({ op: 'chmod', path, mode, follow: true }));
+};
+
+const fchown: Handler = (r, s) =>
+  fdMeta(r, s, (path) => ({
+    op: 'chown',
+    path,
+    uid: s32(s.args[1]!),
+    gid: s32(s.args[2]!),
+    follow: true,
+  }));
 
 const fsync: Handler = async (r, s) => {
   await r.work.flushFd(s.proc.pid, s32(s.args[0]!));
@@ -960,4 +1088,11 @@ const HANDLERS: Record<string, Handler> = {
   inotify_add_watch: inotifyAdd,
   fsync,
   fdatasync: fsync,
+  fchmod,
+  fchown,
+  fgetxattr: xattrFd('get'),
+  flistxattr: xattrFd('list'),
+  fsetxattr: xattrFd('set'),
+  fremovexattr: xattrFd('remove'),
+  fchown32: fchown,
 };

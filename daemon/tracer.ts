@@ -4,7 +4,7 @@
 // own children and the addon's reaper its own).
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { type ArchAbi, abiByAuditArch } from '../arch/abi.ts';
+import { type ArchAbi, abiByAuditArch, abiForNodeArch } from '../arch/abi.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import {
@@ -18,6 +18,7 @@ import {
 import { applyRegs } from './regs.ts';
 
 const SIG = constants.signals;
+const HOST_RED_ZONE = abiForNodeArch(process.arch)?.redZone ?? 0;
 const GROUP_STOP_SIGNALS = new Set<number>([SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU]);
 
 /** Options every tracee gets: follow every child, thread and exec; die with the tracer. */
@@ -84,7 +85,8 @@ export class SyscallStop {
     this.name = name;
     this.args = args;
     this.sp = sp;
-    this.scratchTop = sp - BigInt(abi.redZone);
+    // int $0x80 from 64-bit code is an i386 call in a program that has x86_64's red zone.
+    this.scratchTop = sp - BigInt(Math.max(abi.redZone, HOST_RED_ZONE));
   }
 
   get tid(): number {
@@ -318,7 +320,9 @@ export class Tracer {
       return this.resume(task, 0);
     }
     const name = abi.syscallName(info.nr) ?? `#${info.nr}`;
-    const stop = new SyscallStop(task, abi, info.nr, name, info.args, info.sp);
+    // A 32-bit call's registers may carry stale high bits in a 64-bit kernel's view.
+    const args = abi.wordSize === 4 ? info.args.map((a) => a & 0xffffffffn) : info.args;
+    const stop = new SyscallStop(task, abi, info.nr, name, args, info.sp);
     task.busy = true;
     let action: Action | Promise<Action>;
     try {

@@ -100,9 +100,11 @@ export class ViewSession {
         kernelCwd = r.placeholder(node.path);
       }
     }
-    let file = start.file;
-    if (!file.includes('/')) file = await this.search(file, start.env, cwd);
-    else if (!file.startsWith('/')) file = `${cwd === '/' ? '' : cwd}/${file}`;
+    // A relative name stays relative: the tracer resolves it against the view cwd, and a #!
+    // interpreter sees it as given, as with a local exec.
+    const file = start.file.includes('/')
+      ? start.file
+      : await this.search(start.file, start.env, cwd);
     return { file, cwd, kernelCwd };
   }
 

@@ -184,6 +184,18 @@ export class WorkingCopies {
     }
   }
 
+  /** The copy behind a tracee's fd now matches the host as it is (after an fd metadata call). */
+  markSynced(pid: number, fd: number): void {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return;
+    }
+    const c = this.byFile.get(target);
+    if (c) c.synced = stamp(c.file);
+  }
+
   /** Flushes run one after another, so the host sees writes in the order they happened. */
   private queue(copies: Copy[]): void {
     this.flushing = this.flushing.then(async () => {

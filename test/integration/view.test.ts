@@ -1,0 +1,274 @@
+// Runs with a view on a device whose own file system holds only tetherd (test/lib/minroot.ts):
+// every program, library, script and data file the tests use exists only on the host, so a
+// passing test proves that the bytes came through tether.
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { startDaemon, tether } from '../lib/tetherd.ts';
+
+const d = await startDaemon({ minimalRoot: true });
+t.teardown(() => d.stop());
+
+const work = mkdtempSync(join(tmpdir(), 'tether-view-'));
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
+
+/** tether run with the view, in `cwd` (a host directory, bound writable by the view). */
+const run = (args: string[], opts: { cwd?: string; input?: string } = {}) =>
+  tether(d, ['run', '--view', '-u', 'NODE_OPTIONS', '-C', opts.cwd ?? work, ...args], {
+    input: opts.input,
+  });
+
+function cc(name: string, src: string, flags: string[] = []): string {
+  const c = join(work, `${name}.c`);
+  const out = join(work, name);
+  writeFileSync(c, src);
+  const r = spawnSync('gcc', ['-O1', '-o', out, c, ...flags], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`gcc ${name}: ${r.stderr}`);
+  return out;
+}
+
+t.test('coreutils read host files and list host directories', async (t) => {
+  writeFileSync(join(work, 'a.txt'), 'alpha\nbeta\n');
+  const cat = await run(['cat', 'a.txt']);
+  t.equal(cat.code, 0, cat.stderr);
+  t.equal(cat.stdout, 'alpha\nbeta\n');
+  const ls = await run(['ls', '-la', work]);
+  t.equal(ls.code, 0, ls.stderr);
+  t.match(ls.stdout, /a\.txt/);
+  t.match(ls.stdout, / \.\.?\n/);
+  const wc = await run(['wc', '-l', join(work, 'a.txt')]);
+  t.equal(wc.stdout.trim(), `2 ${join(work, 'a.txt')}`);
+});
+
+t.test('/proc/self/exe and the cwd read back as view paths', async (t) => {
+  const exe = await run(['readlink', '/proc/self/exe']);
+  t.equal(exe.code, 0, exe.stderr);
+  t.equal(exe.stdout.trim(), '/usr/bin/readlink');
+  const pwd = await run(['/bin/pwd']);
+  t.equal(pwd.stdout.trim(), work);
+  const cwdLink = await run(['readlink', '/proc/self/cwd']);
+  t.equal(cwdLink.stdout.trim(), work);
+});
+
+t.test('bash pipelines, cd and globbing', async (t) => {
+  mkdirSync(join(work, 'sub/deeper'), { recursive: true });
+  writeFileSync(join(work, 'sub/one'), '1\n');
+  writeFileSync(join(work, 'sub/two'), '2\n');
+  const r = await run([
+    'bash',
+    '-c',
+    'seq 1 1000 | sort -rn | head -1; cd sub && pwd && echo * && cat one two | paste -sd+ | bc',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, `1000\n${work}/sub\ndeeper one two\n3\n`);
+});
+
+t.test('writes land in the host file, with host timestamps', async (t) => {
+  const before = Date.now();
+  const r = await run(['sh', '-c', 'echo first > out.txt; echo second >> out.txt; cat out.txt']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, 'first\nsecond\n', 'the program reads its own writes');
+  t.equal(readFileSync(join(work, 'out.txt'), 'utf8'), 'first\nsecond\n');
+  const m = statSync(join(work, 'out.txt')).mtimeMs;
+  t.ok(m >= before - 1000 && m <= Date.now() + 5, 'mtime is from the host clock, not the future');
+});
+
+t.test('a file written by one program is read by the next in the same shell', async (t) => {
+  const r = await run([
+    'sh',
+    '-c',
+    'printf "int main(void){return 7;}" > conf.c; cat conf.c; test -s conf.c && echo nonempty',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, 'int main(void){return 7;}nonempty\n');
+});
+
+t.test('mkdir, rename, unlink, symlink and chmod reach the host', async (t) => {
+  const r = await run([
+    'sh',
+    '-c',
+    'mkdir -p m/n && echo z > m/n/z && mv m/n/z m/z2 && ln -s z2 m/link && chmod 640 m/z2 && rm -r m/n && ls m',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, 'link\nz2\n');
+  t.equal(readFileSync(join(work, 'm/link'), 'utf8'), 'z\n');
+  t.equal(statSync(join(work, 'm/z2')).mode & 0o777, 0o640);
+  t.notOk(existsSync(join(work, 'm/n')));
+});
+
+t.test('find, tar create and extract, cp -a with symlinks and hard links', async (t) => {
+  const src = join(work, 'tree');
+  mkdirSync(join(src, 'x/y'), { recursive: true });
+  for (let i = 0; i < 50; i++) writeFileSync(join(src, 'x/y', `f${i}`), `file ${i}\n`);
+  symlinkSync('y/f1', join(src, 'x/sym'));
+  linkSync(join(src, 'x/y/f2'), join(src, 'x/hard'));
+  const find = await run(['find', 'tree', '-type', 'f']);
+  t.equal(find.code, 0, find.stderr);
+  t.equal(find.stdout.trim().split('\n').length, 51);
+  const tar = await run([
+    'sh',
+    '-c',
+    'tar cf t.tar tree && mkdir -p untar && tar xf t.tar -C untar && cp -a tree copy',
+  ]);
+  t.equal(tar.code, 0, tar.stderr);
+  for (const dir of ['untar/tree', 'copy']) {
+    t.equal(readFileSync(join(work, dir, 'x/y/f49'), 'utf8'), 'file 49\n', dir);
+    t.equal(readFileSync(join(work, dir, 'x/sym'), 'utf8'), 'file 1\n', `${dir} symlink`);
+    const a = statSync(join(work, dir, 'x/hard'));
+    const b = statSync(join(work, dir, 'x/y/f2'));
+    t.equal(a.ino, b.ino, `${dir}: the hard link is kept`);
+  }
+});
+
+t.test("#! scripts run the view interpreter; errors are the kernel's", async (t) => {
+  writeFileSync(join(work, 'script.sh'), '#!/bin/sh -e\necho "script $0 $1"\n');
+  chmodSync(join(work, 'script.sh'), 0o755);
+  const r = await run(['./script.sh', 'arg']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, 'script ./script.sh arg\n');
+  writeFileSync(join(work, 'noexec.sh'), '#!/bin/sh\necho no\n');
+  chmodSync(join(work, 'noexec.sh'), 0o644);
+  const denied = await run(['./noexec.sh']);
+  t.equal(denied.code, 126, denied.stderr);
+  const missing = await run(['./no-such-program']);
+  t.equal(missing.code, 127, missing.stderr);
+  const inShell = await run(['sh', '-c', './noexec.sh; echo $?; ./missing; echo $?']);
+  t.match(inShell.stdout, /^126\n127\n$/);
+  const cat = await run(['cat', 'no-such-file']);
+  t.equal(cat.code, 1);
+  t.match(cat.stderr, /No such file or directory/);
+});
+
+t.test('a static program and a program mapping a host file MAP_SHARED', async (t) => {
+  const prog = cc(
+    'mapper',
+    `#include <fcntl.h>
+#include <sys/mman.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int fd = open(argv[1], O_RDWR);
+  if (fd < 0) return 2;
+  char *p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return 3;
+  close(fd);
+  memcpy(p, "MAPPED", 6);
+  munmap(p, 4096);
+  return 0;
+}`,
+    ['-static'],
+  );
+  writeFileSync(join(work, 'mapped.bin'), Buffer.alloc(4096, 'x'));
+  const r = await run([prog, 'mapped.bin']);
+  t.equal(r.code, 0, r.stderr);
+  const got = readFileSync(join(work, 'mapped.bin'));
+  t.equal(got.subarray(0, 8).toString(), 'MAPPEDxx');
+  t.equal(got.length, 4096);
+});
+
+t.test('threads that chdir share the cwd; a forked child keeps its own', async (t) => {
+  const prog = cc(
+    'threads',
+    `#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/wait.h>
+static void *go(void *a) { (void)a; return (void *)(long)chdir("sub"); }
+int main(void) {
+  pthread_t th;
+  void *rc;
+  pthread_create(&th, 0, go, 0);
+  pthread_join(th, &rc);
+  char b[4096];
+  printf("%ld %s\\n", (long)rc, getcwd(b, sizeof b));
+  fflush(stdout);
+  if (fork() == 0) { chdir("/"); return 0; }
+  wait(0);
+  FILE *f = fopen("one", "r");
+  printf("%s %d\\n", getcwd(b, sizeof b), f != 0);
+  return 0;
+}`,
+    ['-pthread'],
+  );
+  const r = await run([prog]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, `0 ${work}/sub\n${work}/sub 1\n`);
+});
+
+t.test(
+  'python3 scripts, if the host has python3',
+  { skip: !existsSync('/usr/bin/python3') && 'no python3 on the host' },
+  async (t) => {
+    const r = await run([
+      'python3',
+      '-c',
+      'import os, json; print(json.dumps(sorted(os.listdir("sub"))))',
+    ]);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout.trim(), '["deeper", "one", "two"]');
+  },
+);
+
+t.test('escapes through symlinks, .. and /proc stay inside the view', async (t) => {
+  // A sysroot as the view's root: the host's /etc/hostname is not in it.
+  const root = join(work, 'sysroot');
+  mkdirSync(join(root, 'etc'), { recursive: true });
+  writeFileSync(join(root, 'etc/hostname'), 'inside\n');
+  symlinkSync('/etc/hostname', join(root, 'abs'));
+  symlinkSync('../../../../../../etc/hostname', join(root, 'rel'));
+  const viaRoot = (args: string[]) =>
+    tether(d, ['run', '--view', '--root', root, '-u', 'NODE_OPTIONS', '-C', '/', ...args]);
+  // The sysroot has no programs: run a host-built static reader from a bound directory.
+  const reader = cc(
+    'reader',
+    `#include <stdio.h>
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    FILE *f = fopen(argv[i], "r");
+    char b[256] = "";
+    if (!f) { perror(argv[i]); continue; }
+    fgets(b, sizeof b, f);
+    printf("%s: %s", argv[i], b);
+  }
+  return 0;
+}`,
+    ['-static'],
+  );
+  const r = await tether(d, [
+    'run',
+    '--view',
+    '--root',
+    root,
+    '--bind',
+    work,
+    '-u',
+    'NODE_OPTIONS',
+    '-C',
+    '/',
+    reader,
+    '/abs',
+    '/rel',
+    '/../../etc/hostname',
+    '/proc/self/root/etc/hostname',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(
+    r.stdout,
+    '/abs: inside\n/rel: inside\n/../../etc/hostname: inside\n/proc/self/root/etc/hostname: inside\n',
+  );
+  const none = await viaRoot(['/bin/sh', '-c', 'true']);
+  t.equal(none.code, 127, 'the sysroot has no sh: nothing falls through to the host');
+});
