@@ -315,7 +315,11 @@ export class ViewTable {
         }
         throw new ViewError('ENOENT');
       }
-      const node = this.visit(next);
+      let node = this.visit(next);
+      // A device directory on the way to a host mount (/tmp/b of a bind at /tmp/b/tree) is the
+      // view's own, as a mount point's parents are: made up, holding the way on.
+      if (node.where === 'device' && this.anchors.has(next) && this.mountOf(next).path !== next)
+        node = this.glue(next, this.hostMountBelow(posix.dirname(next), posix.basename(next))!);
       if (node.where === 'device') {
         // A host mount deeper inside a device mount (a build tree under /tmp) is still the
         // host's: walk through the device directories on the way to it.

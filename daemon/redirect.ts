@@ -89,9 +89,15 @@ export class Redirector {
   private readonly haveKey = new Map<string, string>();
   /** Answers about read-only mounts, kept for the run (a sysroot does not change under it). */
   private readonly roLookups = new Map<string, ViewNode | string>();
+  /** access answers in read-only mounts: 0, a device path, or the errno. */
+  private readonly roAccess = new Map<string, 0 | { device: string } | string>();
+  /** readlink targets in read-only mounts. */
+  private readonly roTargets = new Map<string, string | { device: string }>();
   /** getdents64 listings of placeholder dirs, by pid:fd, fetched when the offset is 0. */
   private readonly listings = new Map<string, Buffer[]>();
   readonly work: WorkingCopies;
+  /** Path arguments per stop, for trace logs. */
+  private readonly pathsRead = new WeakMap<SyscallStop, string[]>();
   /** The traced process with this pid, if any (set by the session that owns the tracer). */
   procs: (pid: number) => Proc | null = () => null;
 
@@ -107,19 +113,51 @@ export class Redirector {
     return Object.keys(HANDLERS);
   }
 
-  async onSyscall(s: SyscallStop): Promise<Action> {
+  /**
+   * Decides one trapped call. Synchronous whenever the answer is known on the device (a
+   * device path, a read-only mount's cached answer), so the tracee is resumed at once.
+   */
+  onSyscall(s: SyscallStop): Action | Promise<Action> {
     const h = HANDLERS[s.name];
     if (!h) return pass;
-    await this.work.settleClosed();
+    const settled = this.work.settleClosed();
+    if (settled) return settled.then(() => this.decide(h, s));
+    return this.decide(h, s);
+  }
+
+  private decide(h: Handler, s: SyscallStop): Action | Promise<Action> {
+    let action: Action | Promise<Action>;
     try {
-      return await h(this, s);
+      action = h(this, s);
     } catch (e) {
-      if (e instanceof ViewError) {
-        const n = E[e.code as keyof typeof E];
-        return fail(typeof n === 'number' ? n : E.EIO);
-      }
-      throw e;
+      action = this.failed(s, e);
     }
+    if (action instanceof Promise) {
+      return action.then(
+        (a) => this.traced(s, a),
+        (e: unknown) => this.traced(s, this.failed(s, e)),
+      );
+    }
+    return this.traced(s, action);
+  }
+
+  /** A ViewError is the program's errno; anything else is a tracer bug, rethrown. */
+  private failed(_s: SyscallStop, e: unknown): Action {
+    if (!(e instanceof ViewError)) throw e;
+    const n = E[e.code as keyof typeof E];
+    return fail(typeof n === 'number' ? n : E.EIO);
+  }
+
+  private traced(s: SyscallStop, action: Action): Action {
+    if (this.run.log.isLevelEnabled('trace')) {
+      const a = action.kind === 'return' ? String(action.value) : action.kind;
+      const paths = this.pathsRead.get(s);
+      this.run.log.trace(
+        { pid: s.proc.pid, tid: s.tid, syscall: s.name, paths, action: a },
+        'syscall',
+      );
+    }
+    return action;
   }
 
   // ---- paths ----
@@ -143,7 +181,10 @@ export class Redirector {
       parts.push(c);
     }
     const norm = `/${parts.join('/')}`;
-    return this.mountOf(norm).device ? norm : null;
+    if (!this.mountOf(norm).device) return null;
+    // On the way to a host mount inside a device one: the view makes that directory up.
+    const below = `${norm}/`;
+    return this.run.mounts.some((m) => !m.device && m.path.startsWith(below)) ? null : norm;
   }
 
   /** The view path a stop's (dirfd, path) names; throws ViewError for a bad pointer or fd. */
@@ -185,7 +226,10 @@ export class Redirector {
     const b = s.readString(s.args[i]!, 4097);
     if (b === null) throw new ViewError('EFAULT');
     if (b.length > 4096) throw new ViewError('ENAMETOOLONG');
-    return b.toString('utf8');
+    const p = b.toString('utf8');
+    if (this.run.log.isLevelEnabled('trace'))
+      this.pathsRead.set(s, [...(this.pathsRead.get(s) ?? []), p]);
+    return p;
   }
 
   /** Replaces path argument i with `path` (written on the tracee's stack). */
@@ -285,14 +329,21 @@ export class Redirector {
     return null;
   }
 
-  async lookup(path: string, follow: boolean): Promise<ViewNode> {
-    const ro = this.mountOf(path).readonly;
+  /** A read-only mount's remembered answer for key `k` (throws its errno), or undefined. */
+  private roHit(path: string, k: string): ViewNode | undefined {
+    if (!this.mountOf(path).readonly) return undefined;
+    const hit = this.roLookups.get(k);
+    if (typeof hit === 'string') throw new ViewError(hit);
+    return hit;
+  }
+
+  lookup(path: string, follow: boolean): ViewNode | Promise<ViewNode> {
     const k = `${follow ? 'f' : 'n'}${path}`;
-    if (ro) {
-      const hit = this.roLookups.get(k);
-      if (typeof hit === 'string') throw new ViewError(hit);
-      if (hit) return hit;
-    }
+    return this.roHit(path, k) ?? this.fetchLookup(path, follow, k);
+  }
+
+  private async fetchLookup(path: string, follow: boolean, k: string): Promise<ViewNode> {
+    const ro = this.mountOf(path).readonly;
     try {
       const node = await this.run.client.lookup(path, follow);
       if (ro && (node.where === 'device' || this.mountOf(node.path).readonly))
@@ -303,6 +354,69 @@ export class Redirector {
         this.roLookups.set(k, e.code);
       throw e;
     }
+  }
+
+  /**
+   * access(2) on a view path: the host decides; a read-only mount's answers are kept for the
+   * run, as its lookups are (a dynamic loader probes the same paths in every program).
+   */
+  access(
+    path: string,
+    mode: number,
+    follow: boolean,
+  ): 0 | { device: string } | Promise<0 | { device: string }> {
+    const k = `${mode}${follow ? 'f' : 'n'}${path}`;
+    const ro = this.mountOf(path).readonly;
+    if (ro) {
+      const hit = this.roAccess.get(k);
+      if (typeof hit === 'string') throw new ViewError(hit);
+      if (hit !== undefined) return hit;
+    }
+    return this.run.client.simple({ op: 'access', path, mode, follow }).then(
+      (res) => {
+        const answer = res ?? 0;
+        if (ro) this.roAccess.set(k, answer);
+        return answer;
+      },
+      (e: unknown) => {
+        if (ro && e instanceof ViewError) this.roAccess.set(k, e.code);
+        throw e;
+      },
+    );
+  }
+
+  /** A remembered readlink target of a read-only mount, or the host's answer. */
+  readlink(path: string): string | { device: string } | Promise<string | { device: string }> {
+    const k = `l${path}`;
+    const ro = this.mountOf(path).readonly;
+    if (ro) {
+      const hit = this.roTargets.get(k);
+      if (hit !== undefined) return hit;
+      const err = this.roLookups.get(k);
+      if (typeof err === 'string') throw new ViewError(err);
+    }
+    return this.run.client.readlink(path).then(
+      (t) => {
+        if (ro) this.roTargets.set(k, t);
+        return t;
+      },
+      (e: unknown) => {
+        if (ro && e instanceof ViewError) this.roLookups.set(k, e.code);
+        throw e;
+      },
+    );
+  }
+
+  /** A read-only mount's cached open of `path`, without asking the host; undefined if none. */
+  cachedHit(path: string): { node: ViewNode; file: string | null } | undefined {
+    if (!this.mountOf(path).readonly) return undefined;
+    const hit = this.roLookups.get(`o${path}`);
+    if (typeof hit === 'string') throw new ViewError(hit);
+    if (!hit) return undefined;
+    if (hit.where !== 'host') return { node: hit, file: null };
+    const key = this.haveKey.get(hit.path);
+    const file = key ? this.run.cache.get(key) : null;
+    return file ? { node: hit, file } : undefined;
   }
 
   /** Opens a host file for reading through the cache: the device path of its content. */
@@ -425,7 +539,7 @@ function flagNames(abi: AbiName, flags: number): OpenFlag[] {
 
 // ---- handlers ----
 
-async function doOpen(
+function doOpen(
   r: Redirector,
   s: SyscallStop,
   dirfd: number,
@@ -433,13 +547,34 @@ async function doOpen(
   flags: number,
   mode: number,
   flagsIdx: number | null,
-): Promise<Action> {
+): Action | Promise<Action> {
   const F = OPEN_FLAGS[s.abi.name];
   const raw = r.readPath(s, pathIdx);
   if (raw === '') return fail(E.ENOENT);
   const path = r.absPath(s, dirfd, raw);
   const dev = r.local(path);
   if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
+  // The loader's and the compiler's opens of a sysroot's files: known without a round trip.
+  const plain = F.O_CREAT | F.O_TRUNC | F.O_PATH | F.O_DIRECTORY | F.O_NOFOLLOW | F.O_ACCMODE;
+  if ((flags & plain) === 0 && r.work.existing(path) === null) {
+    const hit = r.cachedHit(path);
+    if (hit?.file) {
+      return r.rewrite(s, [[pathIdx, hit.file]]);
+    }
+  }
+  return doOpenAsync(r, s, path, pathIdx, flags, mode, flagsIdx);
+}
+
+async function doOpenAsync(
+  r: Redirector,
+  s: SyscallStop,
+  path: string,
+  pathIdx: number,
+  flags: number,
+  mode: number,
+  flagsIdx: number | null,
+): Promise<Action> {
+  const F = OPEN_FLAGS[s.abi.name];
   if ((flags & F.O_TMPFILE) === F.O_TMPFILE) return fail(E.EOPNOTSUPP);
   const names = flagNames(s.abi.name, flags);
   const writing = names.includes('write');
@@ -497,7 +632,15 @@ async function doOpen(
   return r.rewrite(s, [[pathIdx, w ?? file]], extra);
 }
 
-async function doStat(
+/** f(v) now when v is known, else when it arrives. */
+function then<T>(
+  v: T | Promise<T>,
+  f: (v: T) => Action | Promise<Action>,
+): Action | Promise<Action> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
+function doStat(
   r: Redirector,
   s: SyscallStop,
   dirfd: number,
@@ -505,7 +648,7 @@ async function doStat(
   follow: boolean,
   emptyPath: boolean,
   write: (st: ViewStat) => Action,
-): Promise<Action> {
+): Action | Promise<Action> {
   const raw = r.readPath(s, pathIdx);
   if (raw === '') {
     if (!emptyPath) return fail(E.ENOENT);
@@ -514,22 +657,21 @@ async function doStat(
   const path = r.absPath(s, dirfd, raw);
   const dev = r.local(path);
   if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
-  const node = await r.lookup(path, follow);
-  if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
-  return write(node.st);
+  return then(r.lookup(path, follow), (node) =>
+    node.where === 'device' ? r.rewrite(s, [[pathIdx, node.path]]) : write(node.st),
+  );
 }
 
-async function fdStatAction(
+function fdStatAction(
   r: Redirector,
   s: SyscallStop,
   fd: number,
   write: (st: ViewStat) => Action,
-): Promise<Action> {
+): Action | Promise<Action> {
   const f = r.fdStat(s.proc.pid, fd);
   if (f === null) return pass;
   if ('st' in f) return write(f.st);
-  const node = await r.lookup(f.path, false);
-  return node.where === 'host' ? write(node.st) : pass;
+  return then(r.lookup(f.path, false), (node) => (node.where === 'host' ? write(node.st) : pass));
 }
 
 async function doSimple(
@@ -578,35 +720,37 @@ async function doTwo(
   return ret(0);
 }
 
-async function doReadlink(
+function doReadlink(
   r: Redirector,
   s: SyscallStop,
   dirfd: number,
   pathIdx: number,
   bufIdx: number,
-): Promise<Action> {
+): Action | Promise<Action> {
   const raw = r.readPath(s, pathIdx);
   if (raw === '') return fail(E.ENOENT);
   const path = r.absPath(s, dirfd, raw, false);
   const size = s32(s.args[bufIdx + 1]!);
   if (size <= 0) return fail(E.EINVAL);
   const magic = procLink(r, s, path);
-  let target: string | { device: string };
+  let target: string | { device: string } | Promise<string | { device: string }>;
   if (magic === undefined && r.viaProc(s, path) !== path) {
     // A path through /proc/PID/root or cwd: an ordinary view path.
-    target = await r.run.client.readlink(r.viaProc(s, path));
+    target = r.readlink(r.viaProc(s, path));
   } else if (magic !== undefined) {
     if (magic === null) return r.rewrite(s, [[pathIdx, path]]);
     target = magic;
   } else {
     const dev = r.local(path);
     if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
-    target = await r.run.client.readlink(path);
+    target = r.readlink(path);
   }
-  if (typeof target !== 'string') return r.rewrite(s, [[pathIdx, target.device]]);
-  const bytes = Buffer.from(target).subarray(0, size);
-  s.writeMem(s.args[bufIdx]!, bytes);
-  return ret(bytes.length);
+  return then(target, (t) => {
+    if (typeof t !== 'string') return r.rewrite(s, [[pathIdx, t.device]]);
+    const bytes = Buffer.from(t).subarray(0, size);
+    s.writeMem(s.args[bufIdx]!, bytes);
+    return ret(bytes.length);
+  });
 }
 
 const PROC_DIR = /^\/proc\/(self|thread-self|\d+)(\/task\/\d+)?\/(root|cwd|fd\/(\d+))(\/.*)?$/;
@@ -700,14 +844,16 @@ const statx: Handler = (r, s) => {
 function accessHandler(at: boolean, withFlags: boolean): Handler {
   return (r, s) => {
     const o = at ? 1 : 0;
-    const mode = s32(s.args[o + 1]!);
+    const mode = s32(s.args[o + 1]!) & 7;
     const flags = withFlags ? s32(s.args[3]!) : 0;
-    return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, o, (path) => ({
-      op: 'access',
-      path,
-      mode: mode & 7,
-      follow: !(flags & AT.SYMLINK_NOFOLLOW),
-    }));
+    const raw = r.readPath(s, o);
+    if (raw === '') return fail(E.ENOENT);
+    const path = r.absPath(s, at ? s32(s.args[0]!) : AT.FDCWD, raw);
+    const dev = r.local(path);
+    if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[o, dev]]);
+    return then(r.access(path, mode, !(flags & AT.SYMLINK_NOFOLLOW)), (res) =>
+      res === 0 ? ret(0) : r.rewrite(s, [[o, res.device]]),
+    );
   };
 }
 

@@ -18,6 +18,9 @@ import {
 import { applyRegs } from './regs.ts';
 
 const SIG = constants.signals;
+/** How long the tracer keeps polling after the last stop before it waits for SIGCHLD. */
+const SPIN_MS = 0.05;
+const MAX_PUMP_MS = 20;
 const HOST_RED_ZONE = abiForNodeArch(process.arch)?.redZone ?? 0;
 const GROUP_STOP_SIGNALS = new Set<number>([SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU]);
 
@@ -128,7 +131,7 @@ export interface TracerHooks {
   /** A process's exec succeeded. */
   onExec?(proc: Proc): void;
   /** A task is about to exit (its files still open); it stays stopped until this settles. */
-  onTaskExit?(task: Task): Promise<void> | void;
+  onTaskExit?(task: Task): Promise<void> | undefined;
   /** The root process ended (its wait status); the run is over once it is reaped. */
   onRootExit(ev: WaitEvent): void;
 }
@@ -141,6 +144,7 @@ export class Tracer {
   /** Without seccomp every syscall stops twice (entry and exit) under PTRACE_SYSCALL. */
   private readonly syscallMode: boolean;
   private keepAlive: NodeJS.Timeout | null;
+  private pumping = false;
   private readonly onSigchld = () => this.pump();
 
   constructor(rootPid: number, root: Proc, hooks: TracerHooks, log: Logger, syscallMode: boolean) {
@@ -178,26 +182,52 @@ export class Tracer {
     }
   }
 
-  /** Collects every pending stop until a full pass over the known tids finds nothing. */
+  /**
+   * Collects every pending stop until the known tids stay quiet for SPIN_MS. A resumed tracee
+   * usually stops again within microseconds; catching that here saves the SIGCHLD round
+   * through the event loop, which costs more than the stop itself. Never longer than
+   * MAX_PUMP_MS at a time, so the connection is still served.
+   */
   private pump(): void {
-    for (let found = true; found; ) {
-      found = false;
-      for (const task of [...this.tasks.values()]) {
-        let st: number | null;
-        try {
-          st = native.waitStatus(task.tid);
-        } catch (e) {
-          // ECHILD: the thread vanished without a report (a sibling's exec reaped it).
-          if ((e as NodeJS.ErrnoException).code === 'ECHILD') this.tasks.delete(task.tid);
-          else throw e;
-          continue;
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      const start = performance.now();
+      let lastFound = start;
+      for (;;) {
+        const now = performance.now();
+        if (this.pass()) lastFound = now;
+        else if (now - lastFound >= SPIN_MS) break;
+        if (now - start >= MAX_PUMP_MS) {
+          setImmediate(() => this.pump());
+          break;
         }
-        if (st === null) continue;
-        found = true;
-        this.event(task, decodeWaitStatus(st));
       }
+    } finally {
+      this.pumping = false;
     }
     this.maybeStop();
+  }
+
+  /** One waitpid over every known task that is not being decided on; true if any reported. */
+  private pass(): boolean {
+    let found = false;
+    for (const task of this.tasks.values()) {
+      if (task.busy) continue;
+      let st: number | null;
+      try {
+        st = native.waitStatus(task.tid);
+      } catch (e) {
+        // ECHILD: the thread vanished without a report (a sibling's exec reaped it).
+        if ((e as NodeJS.ErrnoException).code === 'ECHILD') this.tasks.delete(task.tid);
+        else throw e;
+        continue;
+      }
+      if (st === null) continue;
+      found = true;
+      this.event(task, decodeWaitStatus(st));
+    }
+    return found;
   }
 
   private maybeStop(): void {
@@ -288,11 +318,17 @@ export class Tracer {
       task.busy = false;
       if (this.tasks.has(task.tid)) this.resume(task, 0);
     };
+    let p: Promise<void> | undefined;
+    try {
+      p = this.hooks.onTaskExit?.(task);
+    } catch (e) {
+      this.log.error({ tid: task.tid, err: (e as Error).message }, 'exit hook failed');
+    }
+    if (!(p instanceof Promise)) return done();
     task.busy = true;
-    Promise.resolve()
-      .then(() => this.hooks.onTaskExit?.(task))
-      .catch((e: Error) => this.log.error({ tid: task.tid, err: e.message }, 'exit hook failed'))
-      .finally(done);
+    p.catch((e: Error) =>
+      this.log.error({ tid: task.tid, err: e.message }, 'exit hook failed'),
+    ).finally(done);
   }
 
   private syscallStop(task: Task): void {
@@ -355,6 +391,9 @@ export class Tracer {
     this.apply(task, auditArch, action, false);
     // A replaced call whose result we set needs its exit stop, once.
     this.resume(task, 0, task.exitResult !== null);
+    // Decided after a round trip: its next stop comes soon, and a busy task's reports (a kill
+    // while it waited) were not collected meanwhile.
+    this.pump();
   }
 
   private apply(task: Task, auditArch: number, action: Action, atExit: boolean): void {

@@ -154,17 +154,22 @@ export class ViewSession {
       pid,
       root,
       {
-        onSyscall: async (s) => {
+        onSyscall: (s) => {
           procs.set(s.proc.pid, s.proc);
-          const action = await r.onSyscall(s);
-          if (!execSeen && s.proc.pid === pid && (s.name === 'execve' || s.name === 'execveat')) {
-            execSeen = true;
-            if (action.kind === 'return' && action.value < 0n) firstExec = Number(-action.value);
-          }
-          return action;
+          const action = r.onSyscall(s);
+          const first =
+            !execSeen && s.proc.pid === pid && (s.name === 'execve' || s.name === 'execveat');
+          if (!first) return action;
+          execSeen = true;
+          // The program's own exec failing means it never ran: remember why.
+          return Promise.resolve(action).then((a) => {
+            if (a.kind === 'return' && a.value < 0n) firstExec = Number(-a.value);
+            return a;
+          });
         },
         onExec: (proc) => procs.set(proc.pid, proc),
-        onTaskExit: () => r.work.flushAll(),
+        // A process's writes reach the host before its parent can see it gone.
+        onTaskExit: () => (r.work.dirty ? r.work.flushAll() : undefined),
         onRootExit: (ev) => {
           r.work.flushAll().finally(() => onExit(ev, firstExec));
         },

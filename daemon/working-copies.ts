@@ -34,6 +34,8 @@ interface Copy {
   synced: string;
   /** Unlinked or renamed over on the host: never written back again. */
   detached: boolean;
+  /** Open file descriptions writing it: each open adds one, each IN_CLOSE_WRITE takes one. */
+  writers: number;
 }
 
 export class WorkingCopies {
@@ -46,6 +48,8 @@ export class WorkingCopies {
   private inotify = -1;
   private next = 1;
   private flushing: Promise<void> = Promise.resolve();
+  /** Queued write-back batches not finished yet. */
+  private pending = 0;
 
   constructor(dir: string, client: ViewClient, log: Logger) {
     this.dir = dir;
@@ -62,7 +66,10 @@ export class WorkingCopies {
     key: string,
   ): Promise<string> {
     const have = this.byPath.get(node.path);
-    if (have) return have.file;
+    if (have) {
+      have.writers++;
+      return have.file;
+    }
     const file = join(this.dir, String(this.next++));
     const cached = cache.get(key);
     if (content) writeFileSync(file, content, { mode: 0o600 });
@@ -70,13 +77,19 @@ export class WorkingCopies {
     else writeFileSync(file, '', { mode: 0o600 });
     if (this.inotify < 0) this.inotify = native.inotifyInit();
     const wd = native.inotifyAddWatch(this.inotify, file, IN_CLOSE_WRITE);
-    const copy: Copy = { path: node.path, file, wd, synced: '', detached: false };
+    const copy: Copy = { path: node.path, file, wd, synced: '', detached: false, writers: 1 };
     // A new copy of a truncated or new file differs from the host only once written.
     copy.synced = content || cached ? stamp(file) : '';
     this.byPath.set(node.path, copy);
     this.byFile.set(file, copy);
     this.byWd.set(wd, copy);
     return file;
+  }
+
+  /** Whether a program has the file open for writing (exec then fails with ETXTBSY). */
+  busy(path: string): boolean {
+    const c = this.byPath.get(path);
+    return c !== undefined && !c.detached && c.writers > 0;
   }
 
   existing(path: string): string | null {
@@ -137,9 +150,12 @@ export class WorkingCopies {
     this.byPath.delete(path);
   }
 
-  /** Writes back every copy whose last writer has closed it since the last call. */
-  settleClosed(): Promise<void> {
-    if (this.inotify < 0) return this.flushing;
+  /**
+   * Writes back every copy closed by a writer since the last call; the promise of the
+   * write-backs in flight, or null when there are none (the caller may go on at once).
+   */
+  settleClosed(): Promise<void> | null {
+    if (this.inotify < 0) return this.pending > 0 ? this.flushing : null;
     const closed = new Set<Copy>();
     const buf = Buffer.alloc(64 * 1024);
     for (;;) {
@@ -156,11 +172,14 @@ export class WorkingCopies {
         const len = buf.readUInt32LE(off + 12);
         off += 16 + len;
         const c = this.byWd.get(wd);
-        if (c && mask & IN_CLOSE_WRITE) closed.add(c);
+        if (c && mask & IN_CLOSE_WRITE) {
+          c.writers = Math.max(0, c.writers - 1);
+          closed.add(c);
+        }
       }
     }
     if (closed.size > 0) this.queue([...closed]);
-    return this.flushing;
+    return this.pending > 0 ? this.flushing : null;
   }
 
   /** Writes back every changed copy (a process is exiting: its writes must be on the host). */
@@ -168,6 +187,13 @@ export class WorkingCopies {
     this.settleClosed();
     this.queue([...this.byFile.values()]);
     return this.flushing;
+  }
+
+  /** Whether any copy may differ from the host (a process exit then waits for write-backs). */
+  get dirty(): boolean {
+    for (const c of this.byFile.values())
+      if (!c.detached && stamp(c.file) !== c.synced) return true;
+    return this.pending > 0;
   }
 
   async flushFd(pid: number, fd: number): Promise<void> {
@@ -198,6 +224,8 @@ export class WorkingCopies {
 
   /** Flushes run one after another, so the host sees writes in the order they happened. */
   private queue(copies: Copy[]): void {
+    if (copies.length === 0) return;
+    this.pending++;
     this.flushing = this.flushing.then(async () => {
       for (const c of copies) {
         try {
@@ -206,6 +234,7 @@ export class WorkingCopies {
           this.log.warn({ path: c.path, err: (e as Error).message }, 'write-back failed');
         }
       }
+      this.pending--;
     });
   }
 

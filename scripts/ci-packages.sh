@@ -3,13 +3,34 @@
 # (scripts/delayline.c), the OpenSSH baseline (test/lib/sshd.ts) and the
 # syscall-table check (the kernel headers of each ABI, test/unit/arch-syscalls) and the
 # struct and register layout check (each ABI's compiler, test/unit/arch-abi; i386 is gcc -m32,
-# which compiles to assembly without gcc-multilib) need.
+# which compiles to assembly without gcc-multilib) need, and what the view tests build and run
+# through tether: musl-tools (a program whose loader and libc exist only on the host), python3,
+# make and the GNU hello sources (test/integration/build.test.ts; Debian's source package,
+# fetched with a deb-src entry of its own into $HELLO_DIR).
 # Runs as root without stdin on a fresh Debian 12; safe to run again.
 # Quiet unless it fails, then apt's output is shown.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
+HELLO_DIR=${HELLO_DIR:-/var/cache/tether-test/hello}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+
+# apt-get source needs a deb-src entry; a separate list keeps the machine's own untouched.
+fetch_hello() {
+  [ -f "$HELLO_DIR/hello_2.10.orig.tar.gz" ] && return 0
+  src=/etc/apt/sources.list.d/tether-hello-src.sources
+  # The same archive the machine installs from, as deb-src.
+  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ { print $2; exit }')
+  [ -n "$uri" ] || uri=$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list)
+  . /etc/os-release
+  printf '%s\n' 'Types: deb-src' "URIs: $uri" "Suites: $VERSION_CODENAME" 'Components: main' \
+    'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$src"
+  apt-get update -qq
+  mkdir -p "$HELLO_DIR"
+  (cd "$HELLO_DIR" && apt-get source --download-only hello=2.10-3)
+  rm -f "$src"
+  apt-get update -qq
+}
 if ! {
   apt-get update -qq &&
     apt-get install -y -qq --no-install-recommends \
@@ -17,7 +38,9 @@ if ! {
       openssh-server openssh-client \
       gcc libc6-dev libnetfilter-queue-dev \
       linux-libc-dev linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross \
-      gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+      gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
+      musl-tools python3 make dpkg-dev &&
+    fetch_hello
 } >"$log" 2>&1; then
   cat "$log" >&2
   exit 1
