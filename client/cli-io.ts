@@ -52,6 +52,7 @@ export function cliFds(tty: boolean, extra: FdSpec[]): FdSpec[] {
 export function cliIO(tty: boolean): RunIO {
   const pauseStdin = () => process.stdin.pause();
   return {
+    localFd: (fd) => fd,
     endpoint(spec) {
       if (spec.fd === 0 && tty) {
         return { input: process.stdin, output: output(1), keepOpen: true, stopInput: pauseStdin };

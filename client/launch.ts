@@ -205,6 +205,7 @@ async function serveLaunch(
         view: viewMounts(device, { binds: [] }, req.cwd),
       },
       {
+        localFd: (fd) => byFd.get(fd) ?? null,
         endpoint(spec) {
           const e = borrowedEndpoint(byFd.get(spec.fd)!, spec.mode);
           endpoints.push(e);

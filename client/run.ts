@@ -19,6 +19,7 @@ import type { Stream } from '../transport/stream.ts';
 import { describeClose } from './connect.ts';
 import { TetherError } from './errors.ts';
 import { viewSpecOf } from './view-config.ts';
+import { fdFile } from './view-fds.ts';
 import type { Mount } from './view-resolve.ts';
 import { ViewServer } from './view-server.ts';
 
@@ -41,6 +42,8 @@ export interface RunIO {
   controls(send: (c: ExecControl) => void, goingSilent: () => void): () => void;
   /** Where progress lines (-v) go. */
   note(line: string): void;
+  /** This process's fd behind program fd `fd` (for files the view opens on the device). */
+  localFd(fd: number): number | null;
 }
 
 export interface RunRequest {
@@ -101,6 +104,11 @@ function relayInput(s: Stream, local: Endpoint): void {
 
 export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise<Outcome> {
   const exec = conn.openStream();
+  const fds = req.fds.map((spec) => {
+    const local = req.view ? io.localFd(spec.fd) : null;
+    const file = local === null || !req.view ? null : fdFile(spec, local, req.view);
+    return file ? { ...spec, file } : spec;
+  });
   const start: ExecStart = {
     kind: 'exec',
     argv: req.argv,
@@ -109,14 +117,15 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
     cwd: req.cwd,
     umask: req.umask,
     tty: req.tty,
-    fds: req.fds,
+    fds,
     view: req.view ? viewSpecOf(req.view) : null,
   };
   writeMessage(exec, start);
 
   const outputsDone: Promise<void>[] = [];
   const endpoints: Endpoint[] = [];
-  for (const spec of req.fds) {
+  for (const spec of fds) {
+    if (spec.file) continue;
     const s = conn.openStream();
     writeMessage(s, { kind: 'fd', exec: exec.id, fd: spec.fd });
     const local = io.endpoint(spec);

@@ -1,6 +1,6 @@
 // The host side of the view: answers a run's ViewRequests from the host's
-// files, every path resolved inside the view (view-resolve.ts). New files'
-// modes get this process's umask from the host's kernel, as any host tool's.
+// files, every path resolved inside the view (view-resolve.ts). New files get
+// exactly the mode asked for: the device has applied the program's umask.
 // The hot ops (lookup, open, access, readlink) make synchronous host calls:
 // an open whose content the device already has costs 40 µs instead of 130.
 import { execFile } from 'node:child_process';
@@ -9,6 +9,7 @@ import {
   type BigIntStats,
   closeSync,
   constants,
+  fchmodSync,
   fstatSync,
   lstatSync,
   openSync,
@@ -25,7 +26,6 @@ import {
   mkdir,
   open,
   readdir,
-  readFile,
   rename,
   rmdir,
   statfs,
@@ -248,12 +248,6 @@ function tool(cmd: string, args: string[]): Promise<void> {
       reject(new ViewError(STRERROR[reason] ?? 'EIO'));
     });
   });
-}
-
-/** This process's umask, read without process.umask()'s set-and-restore (racy with other threads). */
-async function umask(): Promise<number> {
-  const m = /^Umask:\s+([0-7]+)$/m.exec(await readFile('/proc/self/status', 'utf8'));
-  return m ? Number.parseInt(m[1]!, 8) : 0o022;
 }
 
 /** `touch -d` form of a time, exact to the ns (negative times included). */
@@ -515,7 +509,10 @@ export class ViewServer {
         if (e.mount.readonly) throw new ViewError('EROFS');
         try {
           const flags = hostFlags(req.flags) | O_CREAT | O_EXCL;
-          return { path: e.path, fd: openSync(e.host, flags, req.mode & 0o7777) };
+          const fd = openSync(e.host, flags, req.mode & 0o7777);
+          // The device applied the program's umask; this process's own must not apply too.
+          fchmodSync(fd, req.mode & 0o7777);
+          return { path: e.path, fd };
         } catch (err) {
           // Created meanwhile by another request: look again (O_EXCL kept it from being followed).
           if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || req.flags.includes('excl')) {
@@ -628,6 +625,8 @@ export class ViewServer {
     if (e.where === 'device') return done({ ok: true, device: e.path });
     if (e.mount.readonly) return readOnlyCreate(e);
     await mkdir(e.host, { mode: req.mode & 0o7777 });
+    // The device applied the program's umask; this process's own must not apply too.
+    await chmod(e.host, req.mode & 0o7777);
     return done({ ok: true });
   }
 
@@ -645,12 +644,13 @@ export class ViewServer {
     const perm = req.mode & 0o7777;
     if (type === S_IFIFO) {
       if (await lstatOrNull(e.host)) throw new ViewError('EEXIST');
-      // mkfifo -m ignores the umask, which every other creation here gets.
-      const mode = (perm & ~(await umask())).toString(8);
-      await tool('mkfifo', ['-m', mode, '--', e.host]);
+      // The mode comes with the program's umask applied; mkfifo -m takes it as it is.
+      await tool('mkfifo', ['-m', perm.toString(8), '--', e.host]);
       return done({ ok: true });
     }
-    await (await open(e.host, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, perm)).close();
+    const fh = await open(e.host, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, perm);
+    await fh.chmod(perm);
+    await fh.close();
     return done({ ok: true });
   }
 

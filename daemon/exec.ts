@@ -69,6 +69,8 @@ export class ExecSession {
   private view: ViewSession | null = null;
   private traced: TracedRun | null = null;
   private spawning = false;
+  /** Program fds that are view files, opened by us for the child to inherit. */
+  private readonly fileFds = new Map<number, number>();
 
   constructor(
     control: Stream,
@@ -94,7 +96,8 @@ export class ExecSession {
 
   /** An `fd` stream for this exec arrived. */
   attachFd(fd: number, s: Stream): void {
-    const unexpected = !this.start.fds.some((f) => f.fd === fd) || this.fdStreams.has(fd);
+    const unexpected =
+      !this.start.fds.some((f) => f.fd === fd && !f.file) || this.fdStreams.has(fd);
     if (unexpected || this.pid !== 0 || this.finished) {
       s.destroy(new TransportError(ErrorCode.STREAM_STATE_ERROR, `unexpected fd stream ${fd}`));
       return;
@@ -114,18 +117,28 @@ export class ExecSession {
   }
 
   private maybeSpawn(): void {
-    if (this.fdStreams.size < this.start.fds.length || this.finished || this.spawning) return;
+    const streams = this.start.fds.filter((f) => !f.file).length;
+    if (this.fdStreams.size < streams || this.finished || this.spawning) return;
     if (this.start.view && !this.viewStream) return;
     clearTimeout(this.startTimer);
     this.spawning = true;
     if (!this.start.view) return this.spawn(null);
     if (!this.viewEnv) return this.fail('ENOSYS', 'this device cannot trace programs', 255);
     this.view = new ViewSession(this.viewStream!, this.start.view, this.viewEnv, this.log);
-    this.view
+    const view = this.view;
+    view
       .resolve(this.start)
+      .then(async (where) => {
+        // Files the client handed over as fds are opened through the view, here.
+        for (const f of this.start.fds) {
+          if (f.file) this.fileFds.set(f.fd, await view.redirector.openFdFile(f.file, f.mode));
+        }
+        return where;
+      })
       .then((where) => this.spawn(where))
       .catch((e: Error) => {
         this.view?.cleanup();
+        closeFds(...this.fileFds.values());
         if (!(e instanceof ViewError)) return this.fail('EIO', e.message, 255);
         const code = e.code;
         const exitCode = e.message.startsWith('chdir') ? 255 : code === 'ENOENT' ? 127 : 126;
@@ -147,8 +160,8 @@ export class ExecSession {
         pty = native.openpty();
         native.setWinsize(pty.master, start.tty.rows, start.tty.cols);
       }
-      for (const { fd, mode } of start.fds) {
-        if (pty && fd <= 2) continue;
+      for (const { fd, mode, file } of start.fds) {
+        if ((pty && fd <= 2) || file) continue;
         if (mode === 'rw') {
           const [a, b] = native.socketpair();
           plumbing.push({ fd, mode, ours: a, theirs: b });
@@ -171,6 +184,7 @@ export class ExecSession {
     const fds = new Array<number>(maxFd + 1).fill(-1);
     if (pty) fds[0] = fds[1] = fds[2] = pty.slave;
     for (const p of plumbing) fds[p.fd] = p.theirs;
+    for (const [fd, local] of this.fileFds) fds[fd] = local;
 
     const opts = {
       file: where ? where.file : start.file,
@@ -208,6 +222,7 @@ export class ExecSession {
       return this.fail(err.code ?? 'EIO', `${what}: ${describe(err)}`, exitCode);
     }
     for (const p of plumbing) closeSync(p.theirs);
+    closeFds(...this.fileFds.values());
     if (pty) closeSync(pty.slave);
     this.log.info({ pid: this.pid, argv: start.argv, tty: !!pty }, 'started');
     writeMessage(this.control, { type: 'started', pid: this.pid } satisfies ExecEvent);

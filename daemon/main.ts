@@ -44,6 +44,8 @@ interface DaemonOptions {
   user?: string;
   pair?: boolean;
   idleTimeout: number;
+  /** False with --no-seccomp: every syscall of a traced program stops (PTRACE_SYSCALL). */
+  seccomp: boolean;
   logLevel: string;
   logFormat: 'json' | 'pretty';
 }
@@ -67,7 +69,7 @@ function resolveRunAs(user: string | undefined): RunAs {
 }
 
 /** The content cache and run scratch space under the state directory, if tracing can work. */
-function makeViewEnv(stateDir: string, log: Logger): ViewEnv | null {
+function makeViewEnv(stateDir: string, useSeccomp: boolean, log: Logger): ViewEnv | null {
   try {
     const runsDir = join(stateDir, 'runs');
     // Scratch of runs a killed daemon left behind.
@@ -77,7 +79,7 @@ function makeViewEnv(stateDir: string, log: Logger): ViewEnv | null {
     return {
       cache: new ContentCache(join(stateDir, 'cache')),
       runsDir,
-      seccomp: hasSeccomp(status),
+      seccomp: useSeccomp && hasSeccomp(status),
     };
   } catch (e) {
     log.warn({ err: (e as Error).message }, 'runs with a view are unavailable');
@@ -96,7 +98,7 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     deviceFingerprint: id.fingerprint,
     deviceName: hostname(),
     idleTimeoutMs: o.idleTimeout * 1000,
-    viewEnv: makeViewEnv(state.dir, log),
+    viewEnv: makeViewEnv(state.dir, o.seccomp, log),
   };
 
   if (o.stdio) {
@@ -200,6 +202,10 @@ const program = new Command('tetherd')
   .option('--state <dir>', 'state directory (keys, paired clients)', defaultStateDir())
   .option('-u, --user <name>', 'user that programs run as (required when tetherd runs as root)')
   .option('--pair', 'open pairing at start and print a one-time code')
+  .option(
+    '--no-seccomp',
+    'stop traced programs at every syscall instead of filtering (what kernels without seccomp get)',
+  )
   .addOption(
     new Option('--idle-timeout <seconds>', 'close a connection silent this long')
       .default(60)

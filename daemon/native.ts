@@ -58,6 +58,7 @@ interface Addon {
   setWinsize(fd: number, rows: number, cols: number): void;
   getWinsize(fd: number): Winsize;
   setNonblock(fd: number, on: boolean): void;
+  lseek(fd: number, offset: number): void;
   ptrace(request: number, pid: number, addr: number, data: number): number;
   getEventMsg(pid: number): number;
   getSiginfo(pid: number): Buffer;
@@ -103,6 +104,8 @@ export const openpty: () => Pty = addon.openpty;
 export const setWinsize: (fd: number, rows: number, cols: number) => void = addon.setWinsize;
 export const getWinsize: (fd: number) => Winsize = addon.getWinsize;
 export const setNonblock: (fd: number, on: boolean) => void = addon.setNonblock;
+/** Sets an fd's offset (SEEK_SET). */
+export const lseek: (fd: number, offset: number) => void = addon.lseek;
 
 /** ptrace(request, pid, addr, data) for requests whose addr and data are integers. */
 export const ptrace: (request: number, pid: number, addr: number, data: number) => number =

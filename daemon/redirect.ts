@@ -2,7 +2,9 @@
 // the client, then either let the kernel run it on a device path (a cached copy, a working
 // copy, a placeholder directory, or a device-local mount) or answer it from the host's reply.
 import {
+  constants as fsConstants,
   mkdirSync,
+  openSync,
   readFileSync,
   readlinkSync,
   statSync,
@@ -20,10 +22,12 @@ import {
   type StatKind,
 } from '../arch/structs.ts';
 import type { Abi as AbiName } from '../arch/syscalls.ts';
+import type { FdFile, FdMode } from '../transport/protocol.ts';
 import type { OpenFlag, ViewMount, ViewNode, ViewStat } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
 import { prepareExec } from './exec-view.ts';
 import type { Logger } from './log.ts';
+import * as native from './native.ts';
 import { type Action, fail, type Proc, pass, ret, type SyscallStop } from './tracer.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from './view-client.ts';
 import { WorkingCopies } from './working-copies.ts';
@@ -96,6 +100,8 @@ export class Redirector {
   /** getdents64 listings of placeholder dirs, by pid:fd, fetched when the offset is 0. */
   private readonly listings = new Map<string, Buffer[]>();
   readonly work: WorkingCopies;
+  /** Unix sockets at host view paths, by view path. */
+  private readonly sockets = new Map<string, string>();
   /** Path arguments per stop, for trace logs. */
   private readonly pathsRead = new WeakMap<SyscallStop, string[]>();
   /** The traced process with this pid, if any (set by the session that owns the tracer). */
@@ -134,11 +140,11 @@ export class Redirector {
     }
     if (action instanceof Promise) {
       return action.then(
-        (a) => this.traced(s, a),
-        (e: unknown) => this.traced(s, this.failed(s, e)),
+        (a) => this.traced(s, a, true),
+        (e: unknown) => this.traced(s, this.failed(s, e), true),
       );
     }
-    return this.traced(s, action);
+    return this.traced(s, action, false);
   }
 
   /** A ViewError is the program's errno; anything else is a tracer bug, rethrown. */
@@ -148,12 +154,12 @@ export class Redirector {
     return fail(typeof n === 'number' ? n : E.EIO);
   }
 
-  private traced(s: SyscallStop, action: Action): Action {
+  private traced(s: SyscallStop, action: Action, waited: boolean): Action {
     if (this.run.log.isLevelEnabled('trace')) {
       const a = action.kind === 'return' ? String(action.value) : action.kind;
       const paths = this.pathsRead.get(s);
       this.run.log.trace(
-        { pid: s.proc.pid, tid: s.tid, syscall: s.name, paths, action: a },
+        { pid: s.proc.pid, tid: s.tid, syscall: s.name, paths, action: a, waited },
         'syscall',
       );
     }
@@ -259,6 +265,23 @@ export class Redirector {
     return this.stand(path, symlink ? 'l' : 'f', (d) =>
       symlink ? symlinkSync('/', d) : writeFileSync(d, '', { mode: 0o444 }),
     );
+  }
+
+  /** The device file standing for a unix socket at host view path `path`. */
+  socketStandIn(path: string): string {
+    let d = this.sockets.get(path);
+    if (!d) {
+      // sun_path is 108 bytes: a short name in the run's scratch directory.
+      d = join(this.run.scratch, `s${this.sockets.size + 1}`);
+      this.sockets.set(path, d);
+    }
+    return d;
+  }
+
+  /** The stand-in of a socket bound at `path` that still exists, or null. */
+  boundSocket(path: string): string | null {
+    const d = this.sockets.get(path);
+    return d && safeStat(d)?.isSocket() ? d : null;
   }
 
   private stand(path: string, kind: string, make: (d: string) => void): string {
@@ -407,6 +430,43 @@ export class Redirector {
     );
   }
 
+  /**
+   * Opens view file `file` for a program fd the client handed over (`5>>log`): its device
+   * copy, opened by the daemon with the fd's direction and offset, for the child to inherit.
+   */
+  async openFdFile(file: FdFile, mode: FdMode): Promise<number> {
+    const names: OpenFlag[] =
+      mode === 'r' ? ['read'] : mode === 'w' ? ['write'] : ['read', 'write'];
+    if (file.append) names.push('append');
+    let device: string;
+    if (mode === 'r') {
+      const c = await this.cached(file.path);
+      if (c.node.where === 'device') device = c.node.path;
+      else if (c.file === null) throw new ViewError('ENXIO');
+      else device = this.work.existing(c.node.path) ?? c.file;
+    } else {
+      const res = await this.run.client.open({
+        op: 'open',
+        path: file.path,
+        flags: names,
+        mode: 0,
+        have: null,
+      });
+      if ('device' in res) device = res.device;
+      else if (res.node.where === 'device') device = res.node.path;
+      else {
+        const content = res.content ? await res.content : null;
+        device = await this.work.open(res.node, content, this.run.cache, res.key);
+      }
+    }
+    const F = fsConstants;
+    const acc = mode === 'r' ? F.O_RDONLY : mode === 'w' ? F.O_WRONLY : F.O_RDWR;
+    // Node opens close-on-exec; spawn's dup2 into the child's fd map clears that there.
+    const fd = openSync(device, acc | (file.append ? F.O_APPEND : 0));
+    if (!file.append) native.lseek(fd, file.offset);
+    return fd;
+  }
+
   /** A read-only mount's cached open of `path`, without asking the host; undefined if none. */
   cachedHit(path: string): { node: ViewNode; file: string | null } | undefined {
     if (!this.mountOf(path).readonly) return undefined;
@@ -503,6 +563,16 @@ export class Redirector {
   }
 }
 
+/** A task's umask: new host files get the program's, as they would locally. */
+function umaskOf(tid: number): number {
+  try {
+    const m = /^Umask:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${tid}/status`, 'latin1'));
+    return m ? Number.parseInt(m[1]!, 8) : 0o022;
+  } catch {
+    return 0o022;
+  }
+}
+
 function fdExists(pid: number, fd: number): boolean {
   try {
     readlinkSync(`/proc/${pid}/fd/${fd}`);
@@ -586,7 +656,7 @@ async function doOpenAsync(
       op: 'open',
       path,
       flags: names,
-      mode: mode & 0o7777,
+      mode: mode & 0o7777 & ~umaskOf(s.tid),
       have: null,
     });
     if ('device' in res) return r.rewrite(s, [[pathIdx, res.device]]);
@@ -957,6 +1027,39 @@ const statfs: Handler = async (r, s) => {
   return ret(0);
 };
 
+const AF_UNIX = 1;
+/** sizeof(sockaddr_un.sun_path). */
+const SUN_PATH = 108;
+
+/**
+ * bind/connect on a unix socket path. A socket file can only live on the device, so a view
+ * path that is the host's gets a device stand-in, the same for every bind and connect of the
+ * run; device paths just lose their relativity (the kernel's cwd is not the program's).
+ */
+const unixSocket: Handler = (r, s) => {
+  const len = s32(s.args[2]!);
+  if (len <= 2 || len > 2 + SUN_PATH) return pass;
+  const addr = s.readMem(s.args[1]!, len);
+  if (addr.length < len || addr.readUInt16LE(0) !== AF_UNIX || addr[2] === 0) return pass;
+  const end = addr.indexOf(0, 2);
+  const raw = addr.subarray(2, end < 0 ? len : end).toString('utf8');
+  const path = r.absPath(s, AT.FDCWD, raw);
+  const dev = r.local(path);
+  if (dev !== null && dev === raw) return pass;
+  const target = dev ?? r.socketStandIn(path);
+  const b = Buffer.alloc(2 + Buffer.byteLength(target) + 1);
+  b.writeUInt16LE(AF_UNIX, 0);
+  b.write(target, 2);
+  if (b.length > 2 + SUN_PATH) return fail(E.ENAMETOOLONG);
+  return {
+    kind: 'rewrite',
+    args: new Map([
+      [1, s.scratch(b)],
+      [2, BigInt(b.length)],
+    ]),
+  };
+};
+
 const inotifyAdd: Handler = async (r, s) => {
   const raw = r.readPath(s, 1);
   const path = r.absPath(s, AT.FDCWD, raw);
@@ -972,7 +1075,7 @@ const mkdirH =
   (at: boolean): Handler =>
   (r, s) => {
     const o = at ? 1 : 0;
-    const mode = s32(s.args[o + 1]!) & 0o7777;
+    const mode = s32(s.args[o + 1]!) & 0o7777 & ~umaskOf(s.tid);
     return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, o, (path) => ({
       op: 'mkdir',
       path,
@@ -984,7 +1087,7 @@ const mknodH =
   (at: boolean): Handler =>
   (r, s) => {
     const o = at ? 1 : 0;
-    const mode = s32(s.args[o + 1]!);
+    const mode = s32(s.args[o + 1]!) & ~umaskOf(s.tid);
     return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, o, (path) => ({
       op: 'mknod',
       path,
@@ -995,10 +1098,16 @@ const mknodH =
 const unlinkH =
   (kind: 'unlink' | 'rmdir' | 'at'): Handler =>
   (r, s) => {
-    if (kind !== 'at') return doSimple(r, s, AT.FDCWD, 0, (path) => ({ op: kind, path }));
-    const flags = s32(s.args[2]!);
-    const op = flags & AT.REMOVEDIR ? 'rmdir' : 'unlink';
-    return doSimple(r, s, s32(s.args[0]!), 1, (path) => ({ op, path }));
+    const at = kind === 'at';
+    const op = at ? (s32(s.args[2]!) & AT.REMOVEDIR ? 'rmdir' : 'unlink') : kind;
+    const dirfd = at ? s32(s.args[0]!) : AT.FDCWD;
+    const idx = at ? 1 : 0;
+    if (op === 'unlink') {
+      // A socket this run bound at a host path lives on the device: remove that.
+      const standIn = r.boundSocket(r.absPath(s, dirfd, r.readPath(s, idx)));
+      if (standIn !== null) return r.rewrite(s, [[idx, standIn]]);
+    }
+    return doSimple(r, s, dirfd, idx, (path) => ({ op, path }));
   };
 
 const renameH =
@@ -1232,6 +1341,8 @@ const HANDLERS: Record<string, Handler> = {
   removexattr: xattrPath(true, 'remove'),
   lremovexattr: xattrPath(false, 'remove'),
   inotify_add_watch: inotifyAdd,
+  bind: unixSocket,
+  connect: unixSocket,
   fsync,
   fdatasync: fsync,
   fchmod,

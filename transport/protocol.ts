@@ -16,6 +16,18 @@ export type FdMode = 'r' | 'w' | 'rw';
 export interface FdSpec {
   fd: number;
   mode: FdMode;
+  /**
+   * A regular file of the view (runs with a view only): the device opens it through the view
+   * with these flags and offset instead of relaying bytes, so appends land in the host file
+   * and the offset is the file's own. No `fd` stream is opened for it.
+   */
+  file?: FdFile;
+}
+
+export interface FdFile {
+  path: string;
+  append: boolean;
+  offset: number;
 }
 
 export interface TtySpec {
@@ -140,7 +152,23 @@ function parseExecStart(m: Record<string, unknown>): ExecStart {
       throw bad('bad fd entry');
     if (seen.has(f.fd)) throw bad(`fd ${f.fd} listed twice`);
     seen.add(f.fd);
-    return { fd: f.fd, mode: f.mode };
+    if (f.file === undefined) return { fd: f.fd, mode: f.mode };
+    const file = f.file;
+    if (
+      !isObj(file) ||
+      !isStr(file.path) ||
+      !file.path.startsWith('/') ||
+      !noNul(file.path) ||
+      typeof file.append !== 'boolean' ||
+      !isUint(file.offset) ||
+      f.fd <= 2
+    )
+      throw bad('bad fd file');
+    return {
+      fd: f.fd,
+      mode: f.mode,
+      file: { path: file.path, append: file.append, offset: file.offset },
+    };
   });
   // With a pty, fd 0 carries the terminal both ways and 1 and 2 are the same terminal.
   if (
@@ -150,6 +178,7 @@ function parseExecStart(m: Record<string, unknown>): ExecStart {
     throw bad('with tty, fds must hold fd 0 (rw) and neither 1 nor 2');
   }
   const view = m.view === undefined || m.view === null ? null : parseViewSpec(m.view);
+  if (!view && fds.some((f) => f.file)) throw bad('fd files need a view');
   return { kind: 'exec', argv, file, env, cwd: m.cwd, umask: m.umask, tty, fds, view };
 }
 

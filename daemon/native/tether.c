@@ -588,6 +588,16 @@ static napi_value js_get_winsize(napi_env env, napi_callback_info info) {
   return set_int(env, res, "cols", ws.ws_col);
 }
 
+/* lseek(fd, offset, SEEK_SET): Node has no way to move an fd's offset. */
+static napi_value js_lseek(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"fd", "offset"};
+  static const int64_t min[] = {0, 0}, max[] = {INT_MAX, INT64_MAX / 2};
+  int64_t a[2];
+  if (!arg_ints(env, info, 2, a, names, min, max)) return NULL;
+  if (lseek((int)a[0], (off_t)a[1], SEEK_SET) < 0) return throw_errno(env, "lseek", errno);
+  return NULL;
+}
+
 static napi_value js_set_nonblock(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   size_t argc = 2;
@@ -621,6 +631,7 @@ NAPI_MODULE_INIT() {
       {"setWinsize", NULL, js_set_winsize, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getWinsize", NULL, js_get_winsize, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setNonblock", NULL, js_set_nonblock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lseek", NULL, js_lseek, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   trace_init(env, exports);

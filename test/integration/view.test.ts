@@ -1,7 +1,7 @@
 // Runs with a view on a device whose own file system holds only tetherd (test/lib/minroot.ts):
 // every program, library, script and data file the tests use exists only on the host, so a
 // passing test proves that the bytes came through tether.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -17,7 +17,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { startDaemon, tether } from '../lib/tetherd.ts';
+import { startDaemon, TETHER, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon({ minimalRoot: true });
 t.teardown(() => d.stop());
@@ -271,4 +271,119 @@ int main(int argc, char **argv) {
   );
   const none = await viaRoot(['/bin/sh', '-c', 'true']);
   t.equal(none.code, 127, 'the sysroot has no sh: nothing falls through to the host');
+});
+
+t.test('an extra fd that is a host file is opened through the view: appends land', async (t) => {
+  const log = join(work, 'config.log');
+  writeFileSync(log, 'line 1\n');
+  const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    // The shell opens fd 5 for appending, as configure does, and tether inherits it.
+    const child = spawn(
+      'sh',
+      [
+        '-c',
+        `exec 5>>"$1"; exec "$2" run --view -u NODE_OPTIONS -C "$3" sh -c 'echo line 2 >&5; echo line 3 >&5'`,
+        'sh',
+        log,
+        TETHER,
+        work,
+      ],
+      { env: d.env, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => {
+      stderr += b;
+    });
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(readFileSync(log, 'utf8'), 'line 1\nline 2\nline 3\n');
+  // A read fd keeps its offset: the program reads on from where the host left off.
+  writeFileSync(join(work, 'numbers'), '1\n2\n3\n');
+  const rd = await new Promise<string>((resolve) => {
+    const child = spawn(
+      'sh',
+      [
+        '-c',
+        `exec 6<"$1"; read first <&6; exec "$2" run --view -u NODE_OPTIONS -C "$3" sh -c 'cat <&6'`,
+        'sh',
+        join(work, 'numbers'),
+        TETHER,
+        work,
+      ],
+      { env: d.env, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => {
+      out += b;
+    });
+    child.on('close', () => resolve(out));
+  });
+  t.equal(rd, '2\n3\n');
+});
+
+t.test('unix sockets bound at host paths work on the device', async (t) => {
+  const r = await run([
+    'python3',
+    '-c',
+    `import socket, os
+s = socket.socket(socket.AF_UNIX); s.bind('app.sock'); s.listen(1)
+c = socket.socket(socket.AF_UNIX); c.connect('app.sock')
+a, _ = s.accept(); c.send(b'over the socket'); print(a.recv(64).decode())
+os.unlink('app.sock')
+s2 = socket.socket(socket.AF_UNIX); s2.bind('app.sock'); print('bound again')`,
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, 'over the socket\nbound again\n');
+});
+
+t.test('syscalls that could bypass the view fail with ENOSYS', async (t) => {
+  const prog = cc(
+    'bypass',
+    `#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
+#include <fcntl.h>
+int main(void) {
+  struct open_how how = { .flags = O_RDONLY };
+  long a = syscall(SYS_openat2, AT_FDCWD, "/etc/hostname", &how, sizeof how);
+  int e1 = errno;
+  long b = syscall(SYS_open_by_handle_at, 0, 0, 0);
+  int e2 = errno;
+  printf("%ld %d %ld %d\\n", a, e1 == ENOSYS, b, e2 == ENOSYS);
+  return 0;
+}`,
+  );
+  const r = await run([prog]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, '-1 1 -1 1\n');
+});
+
+t.test('a program whose loader and libc exist only on the host (musl)', async (t) => {
+  const c = join(work, 'musl.c');
+  writeFileSync(
+    c,
+    '#include <stdio.h>\nint main(int argc, char **argv) { printf("musl says %s\\n", argv[0]); return 3; }\n',
+  );
+  const built = spawnSync('musl-gcc', ['-o', join(work, 'musl-prog'), c], { encoding: 'utf8' });
+  t.equal(built.status, 0, `musl-gcc (musl-tools): ${built.stderr ?? built.error}`);
+  const r = await run(['./musl-prog']);
+  t.equal(r.code, 3, r.stderr);
+  t.equal(r.stdout, 'musl says ./musl-prog\n');
+});
+
+t.test("new host files get the program's umask, not the client's", async (t) => {
+  const r = await run([
+    'sh',
+    '-c',
+    'umask 077; echo x > private; mkdir pdir; umask 0; echo y > open; mkdir odir',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  const mode = (p: string) => statSync(join(work, p)).mode & 0o777;
+  t.equal(mode('private'), 0o600);
+  t.equal(mode('pdir'), 0o700);
+  t.equal(mode('open'), 0o666);
+  t.equal(mode('odir'), 0o777);
 });

@@ -26,6 +26,8 @@ export interface TestDaemon {
   /** Environment for running bin/tether against this daemon. */
   env: NodeJS.ProcessEnv;
   stop(): Promise<void>;
+  /** Stops the daemon (SIGTERM), calls `whileDown`, and starts it with the same state. */
+  restart(whileDown?: () => void): Promise<void>;
 }
 
 export interface DaemonOptions extends DeviceOptions {
@@ -59,28 +61,33 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     'json',
     ...(opts.extraArgs ?? []),
   ];
-  const proc = device.exec(
-    opts.minimalRoot ? minimalRootTetherd(args, stateDir) : [TETHERD, ...args],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
   let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
+  let proc!: ChildProcess;
   const stop = async () => {
     proc.kill('SIGTERM');
     await device.destroy();
     rmSync(stateDir, { recursive: true, force: true });
     rmSync(home, { recursive: true, force: true });
   };
-  await new Promise<void>((resolve, reject) => {
-    const check = () => {
-      if (stderr.includes('tetherd: listening on')) resolve();
-    };
-    proc.stderr!.on('data', check);
-    proc.once('exit', (code) => reject(new Error(`tetherd exited with ${code}: ${stderr}`)));
-    setTimeout(() => reject(new Error(`tetherd did not start: ${stderr}`)), 20_000).unref();
-  }).catch(async (e: unknown) => {
+  /** Starts the daemon process and waits until it listens. */
+  const launch = () => {
+    proc = device.exec(opts.minimalRoot ? minimalRootTetherd(args, stateDir) : [TETHERD, ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const mark = stderr.length;
+    proc.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    return new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (stderr.slice(mark).includes('tetherd: listening on')) resolve();
+      };
+      proc.stderr!.on('data', check);
+      proc.once('exit', (code) => reject(new Error(`tetherd exited with ${code}: ${stderr}`)));
+      setTimeout(() => reject(new Error(`tetherd did not start: ${stderr}`)), 20_000).unref();
+    });
+  };
+  await launch().catch(async (e: unknown) => {
     // A daemon that fails to start leaves nothing behind: no caller gets a stop().
     await stop();
     throw e;
@@ -89,7 +96,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     join(home, 'config'),
     `default dev\ndevice dev\n  address ${device.devAddr}:${port}\n  fingerprint ${dev.fingerprint}\n  idletimeout 3\n`,
   );
-  return {
+  const daemon: TestDaemon = {
     device,
     proc,
     stateDir,
@@ -99,7 +106,17 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     stderr: () => stderr,
     env: { ...process.env, TETHER_HOME: home, TETHER_DEVICE: '' },
     stop,
+    async restart(whileDown) {
+      const old = proc;
+      const gone = new Promise((resolve) => old.once('exit', resolve));
+      old.kill('SIGTERM');
+      await gone;
+      whileDown?.();
+      await launch();
+      daemon.proc = proc;
+    },
   };
+  return daemon;
 }
 
 export interface CliResult {

@@ -21,6 +21,7 @@ const io: RunIO = {
   endpoint: () => ({ keepOpen: false }),
   controls: () => () => {},
   note: () => {},
+  localFd: () => null,
 };
 
 t.test('failed and finished runs leave no stream open on either side', async (t) => {
