@@ -31,7 +31,7 @@ export interface DeviceConfig {
   agent?: 'auto' | 'no';
   /** Give up on a link that stays silent this long (seconds), as ssh's ServerAliveCountMax. */
   idleTimeout?: number;
-  /** Runs see the host's files (the view) when 'yes'. */
+  /** Runs see the host's files (the view) unless 'no'. */
   view?: 'yes' | 'no';
   /** Host directory shown as the view's `/` (the target sysroot); the host's `/` by default. */
   root?: string;

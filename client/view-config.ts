@@ -18,7 +18,7 @@ export interface ViewChoice {
 
 /** The run's mounts, or null for a run on the device's own files. */
 export function viewMounts(device: DeviceConfig, choice: ViewChoice, cwd: string): Mount[] | null {
-  const on = choice.view ?? device.view === 'yes';
+  const on = choice.view ?? device.view !== 'no';
   if (!on) return null;
   const root = resolve(choice.root ?? device.root ?? '/');
   const mounts: Mount[] = [{ path: '/', host: root, readonly: true }];

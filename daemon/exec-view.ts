@@ -66,18 +66,22 @@ export async function prepareExec(
     }
     const elf = elfInterp(head);
     if (elf === 'not-elf') return { errno: E.ENOEXEC };
-    if (elf === null) {
-      const list = [...(argv0 !== null ? [argv0] : []), ...front, ...rest];
-      return { file: f.file, argv: writePointers(s, list), exe };
-    }
+    // The process is named after what was executed (a script's name, not its interpreter's).
+    const comm = path.slice(path.lastIndexOf('/') + 1);
+    const links = r.run.links;
+    const plain = () => writePointers(s, [...(argv0 !== null ? [argv0] : []), ...front, ...rest]);
+    if (elf === null) return { file: links.named(f.file, comm), argv: plain(), exe };
     let ld: { file: string; viewPath: string };
     try {
-      ld = await programFile(r, elf, false);
+      ld = await programFile(r, elf.path, false);
     } catch (e) {
       if (e instanceof ViewError)
         return { errno: e.code === 'ENOENT' ? E.ENOENT : errnoOf(e.code) };
       throw e;
     }
+    const patched = links.withLoader(f.file, elf, ld.file);
+    if (patched !== null) return { file: links.named(patched, comm), argv: plain(), exe };
+    // The loader's name does not fit: run the loader with the program as its argument.
     const shown = argv0 ?? front[0] ?? str(target);
     if (argv0 === null && front.length > 0) front = front.slice(1);
     else if (argv0 === null) front = [];
@@ -130,8 +134,13 @@ function parseShebang(head: Buffer): { interp: string; arg: string | null } {
   return { interp: m[1]!, arg: m[2] !== undefined && m[2] !== '' ? m[2] : null };
 }
 
-/** PT_INTERP of an ELF file whose program headers are in `head`; null for a static program. */
-function elfInterp(head: Buffer): string | null | 'not-elf' {
+/**
+ * PT_INTERP of an ELF file whose program headers are in `head` (its path, and where its bytes
+ * are in the file); null for a static program.
+ */
+function elfInterp(
+  head: Buffer,
+): { path: string; offset: number; size: number } | null | 'not-elf' {
   if (head.length < 52 || head.readUInt32BE(0) !== 0x7f454c46) return 'not-elf';
   const is64 = head[4] === 2;
   const phoff = is64 ? Number(head.readBigUInt64LE(32)) : head.readUInt32LE(28);
@@ -144,10 +153,11 @@ function elfInterp(head: Buffer): string | null | 'not-elf' {
     const o = is64 ? Number(head.readBigUInt64LE(off + 8)) : head.readUInt32LE(off + 4);
     const len = is64 ? Number(head.readBigUInt64LE(off + 32)) : head.readUInt32LE(off + 16);
     if (o + len > head.length) return 'not-elf';
-    return head
+    const path = head
       .subarray(o, o + len)
       .toString('latin1')
       .replace(/\0.*$/s, '');
+    return { path, offset: o, size: len };
   }
   return null;
 }

@@ -411,7 +411,9 @@ function errnoName(n: number): string {
 function strerror(code: string): string {
   const n = constants.errno[code as keyof typeof constants.errno];
   if (typeof n !== 'number') return code;
-  return util.getSystemErrorMessage(-n);
+  // libuv's texts are glibc's but for the capital.
+  const text = util.getSystemErrorMessage(-n);
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 function describe(err: NodeJS.ErrnoException): string {

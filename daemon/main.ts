@@ -15,6 +15,7 @@ import { DEFAULT_PORT } from '../transport/protocol.ts';
 import { createTlsServer, peerFingerprint } from '../transport/tls.ts';
 import { ContentCache } from './cache.ts';
 import type { RunAs } from './exec.ts';
+import { ExecLinks } from './exec-links.ts';
 import { createLogger, type Logger } from './log.ts';
 import { openPairing, pairingOpen } from './pairing.ts';
 import { serveConnection } from './server.ts';
@@ -76,10 +77,13 @@ function makeViewEnv(stateDir: string, useSeccomp: boolean, log: Logger): ViewEn
     rmSync(runsDir, { recursive: true, force: true });
     mkdirSync(runsDir, { recursive: true, mode: 0o755 });
     const status = readFileSync('/proc/self/status', 'latin1');
+    const links = new ExecLinks(join(stateDir, 'exec'));
+    process.once('exit', () => links.close());
     return {
       cache: new ContentCache(join(stateDir, 'cache')),
       runsDir,
       seccomp: useSeccomp && hasSeccomp(status),
+      links,
     };
   } catch (e) {
     log.warn({ err: (e as Error).message }, 'runs with a view are unavailable');

@@ -25,6 +25,7 @@ import type { Abi as AbiName } from '../arch/syscalls.ts';
 import type { FdFile, FdMode } from '../transport/protocol.ts';
 import type { OpenFlag, ViewMount, ViewNode, ViewStat } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
+import type { ExecLinks } from './exec-links.ts';
 import { prepareExec } from './exec-view.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
@@ -79,6 +80,8 @@ export interface ViewRun {
   cache: ContentCache;
   /** A per-run directory on the device for placeholders and working copies. */
   scratch: string;
+  /** What the kernel executes for the view's programs. */
+  links: ExecLinks;
   log: Logger;
 }
 

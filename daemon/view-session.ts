@@ -7,6 +7,7 @@ import { ARCH_ABIS, type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
 import type { Stream } from '../transport/stream.ts';
 import type { ViewSpec } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
+import type { ExecLinks } from './exec-links.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import type { WaitEvent } from './ptrace.ts';
@@ -21,6 +22,7 @@ export interface ViewEnv {
   runsDir: string;
   /** False where the kernel lacks seccomp filters: every syscall then stops (PTRACE_SYSCALL). */
   seccomp: boolean;
+  links: ExecLinks;
 }
 
 export interface TracedRun {
@@ -76,6 +78,7 @@ export class ViewSession {
       mounts: spec.mounts,
       cache: env.cache,
       scratch: this.scratch,
+      links: env.links,
       log,
     });
   }

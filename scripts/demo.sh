@@ -45,3 +45,8 @@ echo "== exit status, stdin and an extra fd"
 echo "hello from the host" > "$work/in.txt"
 bin/tether run -d demo sh -c 'read line; echo "device read: $line"; echo "to fd 5" >&5; exit 3' <"$work/in.txt" 5>"$work/out5.txt" || echo "exit status: $?"
 echo "fd 5 on the host got: $(cat "$work/out5.txt")"
+echo "== the view: the device runs a script that exists only in this host's files"
+printf '#!/bin/sh\necho "$0 runs on the device; its cwd is $(pwd)"\necho "written on the device" >result.txt\n' >"$work/hello.sh"
+chmod +x "$work/hello.sh"
+bin/tether run -d demo -C "$work" ./hello.sh
+echo "result.txt on the host: $(cat "$work/result.txt")"

@@ -319,18 +319,19 @@ static void __attribute__((noreturn)) child(const struct spawn_req *r, int errfd
    * exactly `base`, the one fd kept above the map, and closes itself on exec. */
   int base = (int)r->nfds;
   int *tmp = r->tmp;
+  /* A traced child also keeps the go pipe, at base + 1: the moved fds start above it. */
+  int low = base + (r->trace ? 2 : 1);
   for (int i = 0; i < base; i++) {
-    if (r->fds[i] >= 0 && (tmp[i] = fcntl(r->fds[i], F_DUPFD_CLOEXEC, base + 1)) < 0)
+    if (r->fds[i] >= 0 && (tmp[i] = fcntl(r->fds[i], F_DUPFD_CLOEXEC, low)) < 0)
       child_fail(errfd, STEP_DUPFD, errno);
   }
-  int e = fcntl(errfd, F_DUPFD_CLOEXEC, base + 1);
+  int e = fcntl(errfd, F_DUPFD_CLOEXEC, low);
   if (e < 0) child_fail(errfd, STEP_DUPFD, errno);
   if (dup3(e, base, O_CLOEXEC) < 0) child_fail(e, STEP_DUP2, errno);
   errfd = base;
   int keep = base;
   if (r->trace) {
-    /* The go pipe rides just above the error pipe. */
-    int g = fcntl(gofd, F_DUPFD_CLOEXEC, base + 1);
+    int g = fcntl(gofd, F_DUPFD_CLOEXEC, low);
     if (g < 0 || dup3(g, base + 1, O_CLOEXEC) < 0) child_fail(errfd, STEP_DUP2, errno);
     gofd = keep = base + 1;
   }
