@@ -118,7 +118,7 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
     umask: req.umask,
     tty: req.tty,
     fds,
-    view: req.view ? viewSpecOf(req.view) : null,
+    ...(req.view ? { view: viewSpecOf(req.view) } : {}),
   };
   writeMessage(exec, start);
 

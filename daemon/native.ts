@@ -27,8 +27,10 @@ export interface SpawnOptions {
    * Trace the program: the child is PTRACE_SEIZEd with these options before its execve, which
    * becomes the tracer's first stop; `filter` (struct sock_filter[]) is installed right before
    * the execve. spawn then returns before the exec: its outcome is the tracer's to see.
+   * `stop` holds the child in a PTRACE_INTERRUPT stop before it may reach its execve (for a
+   * tracer without a filter, which must see that execve).
    */
-  trace?: { options: number; filter: Buffer | null };
+  trace?: { options: number; filter: Buffer | null; stop?: boolean };
 }
 
 export interface ExitStatus {

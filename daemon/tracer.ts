@@ -152,7 +152,8 @@ export class Tracer {
     this.hooks = hooks;
     this.log = log;
     this.syscallMode = syscallMode;
-    // The root was seized while blocked before its execve: it is running, not in a stop.
+    // The root was seized before its execve: running (to its filtered execve), or without a
+    // filter held in an INTERRUPT stop, which the first pump resumes into PTRACE_SYSCALL.
     this.tasks.set(rootPid, {
       tid: rootPid,
       proc: root,
@@ -163,23 +164,11 @@ export class Tracer {
     process.on('SIGCHLD', this.onSigchld);
     // Signal handles are unref'd: without this the loop could end while tracees run.
     this.keepAlive = setInterval(() => {}, 2 ** 31 - 1);
-    // In PTRACE_SYSCALL mode the root must be told to stop at syscalls; it is running now.
-    if (syscallMode) {
-      this.interrupt(rootPid);
-    }
     process.nextTick(() => this.pump());
   }
 
   get size(): number {
     return this.tasks.size;
-  }
-
-  private interrupt(tid: number): void {
-    try {
-      native.ptrace(PTRACE.INTERRUPT, tid, 0, 0);
-    } catch (e) {
-      this.gone(tid, e);
-    }
   }
 
   /**

@@ -147,7 +147,11 @@ export class ViewSession {
     const abis = deviceAbis();
     const pid = native.spawn({
       ...opts,
-      trace: { options: TRACE_OPTIONS, filter: env.seccomp ? filterFor(abis) : null },
+      trace: {
+        options: TRACE_OPTIONS,
+        filter: env.seccomp ? filterFor(abis) : null,
+        stop: !env.seccomp,
+      },
     });
     let firstExec: number | null = null;
     let execSeen = false;

@@ -46,8 +46,8 @@ export interface ExecStart {
   umask: number;
   tty: TtySpec | null;
   fds: FdSpec[];
-  /** The run's view (its file system comes from the client), or null for the device's own. */
-  view: ViewSpec | null;
+  /** The run's view (its file system comes from the client); absent for the device's own. */
+  view?: ViewSpec;
 }
 
 /** First message of an `fd` stream: which exec and which program fd it carries. */
@@ -179,7 +179,9 @@ function parseExecStart(m: Record<string, unknown>): ExecStart {
   }
   const view = m.view === undefined || m.view === null ? null : parseViewSpec(m.view);
   if (!view && fds.some((f) => f.file)) throw bad('fd files need a view');
-  return { kind: 'exec', argv, file, env, cwd: m.cwd, umask: m.umask, tty, fds, view };
+  const start: ExecStart = { kind: 'exec', argv, file, env, cwd: m.cwd, umask: m.umask, tty, fds };
+  if (view) start.view = view;
+  return start;
 }
 
 /** Validates the first message of a stream opened by the peer. */

@@ -72,6 +72,7 @@ struct spawn_req {
   /* Traced spawn: the parent PTRACE_SEIZEs the child before its execve, which is then
    * the tracer's first stop. The filter, if any, is installed right before execve. */
   bool trace;
+  bool trace_stop; /* stop the child (PTRACE_INTERRUPT) before it may go on to its execve */
   int ptrace_options;
   struct sock_fprog filter;
 };
@@ -141,6 +142,9 @@ static bool parse_trace(napi_env env, napi_value v, struct spawn_req *r) {
   napi_get_named_property(env, v, "options", &f);
   if (!get_int(env, f, "trace.options", 0, INT32_MAX, &x)) return false;
   r->ptrace_options = (int)x;
+  napi_get_named_property(env, v, "stop", &f);
+  napi_typeof(env, f, &t);
+  if (t == napi_boolean) napi_get_value_bool(env, f, &r->trace_stop);
   napi_get_named_property(env, v, "filter", &f);
   napi_typeof(env, f, &t);
   if (t == napi_null || t == napi_undefined) return true;
@@ -435,6 +439,11 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
     int err = 0;
     const char *what = "ptrace(PTRACE_SEIZE)";
     if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)r.ptrace_options) < 0) err = errno;
+    /* Without a filter nothing would stop the execve: the tracer must hold the child first. */
+    if (!err && r.trace_stop && ptrace(PTRACE_INTERRUPT, pid, 0, 0) < 0) {
+      err = errno;
+      what = "ptrace(PTRACE_INTERRUPT)";
+    }
     char go = 1;
     if (!err && write(gopipe[1], &go, 1) != 1) {
       err = errno;

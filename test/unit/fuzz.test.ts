@@ -808,7 +808,10 @@ function checkParsed(kind: string, v: unknown): string | null {
       const fds = o.fds as { fd: number; mode: string }[];
       const tty = o.tty as { rows: number; cols: number } | null;
       const ok =
-        keys(['kind', 'argv', 'file', 'env', 'cwd', 'umask', 'tty', 'fds']) &&
+        keys(['kind', 'argv', 'file', 'env', 'cwd', 'umask', 'tty', 'fds', 'view']) &&
+        (o.view === undefined ||
+          (Array.isArray((o.view as { mounts?: unknown }).mounts) &&
+            (o.view as { mounts: { path: string }[] }).mounts.some((m) => m.path === '/'))) &&
         Array.isArray(o.argv) &&
         o.argv.length > 0 &&
         o.argv.every(str) &&
