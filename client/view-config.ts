@@ -1,9 +1,10 @@
 // The mount table of a run: the host directory shown as `/` (read-only: a sysroot, or the host's
 // own root), the user's writable trees at their own paths (home, the working directory,
 // configured binds), and the device's own /dev, /proc, /sys and /tmp.
+import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import type { ViewMount } from '../transport/view.ts';
+import type { ViewSpec } from '../transport/view.ts';
 import type { DeviceConfig } from './config.ts';
 import type { Mount } from './view-resolve.ts';
 
@@ -33,13 +34,17 @@ export function viewMounts(device: DeviceConfig, choice: ViewChoice, cwd: string
   return mounts;
 }
 
-/** What the device learns of the mounts: paths and kinds, never host directories. */
-export function viewSpecOf(mounts: readonly Mount[]): { mounts: ViewMount[] } {
+/**
+ * What the device learns of the mounts: paths and kinds, never host directories; the lease
+ * is a digest of the whole table, host directories included.
+ */
+export function viewSpecOf(mounts: readonly Mount[]): ViewSpec {
   return {
     mounts: mounts.map((m) =>
       'device' in m
         ? { path: m.path, device: true, readonly: false }
         : { path: m.path, device: false, readonly: m.readonly },
     ),
+    lease: createHash('sha256').update(JSON.stringify(mounts)).digest('hex').slice(0, 32),
   };
 }

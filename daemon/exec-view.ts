@@ -107,7 +107,7 @@ async function programFile(
   const { node, file } = await r.cached(path);
   if (node.where === 'device') return { file: node.path, viewPath: node.path };
   if ((node.st.mode & 0o170000) !== 0o100000) throw new ViewError('EACCES');
-  if (needX) await r.run.client.simple({ op: 'access', path: node.path, mode: X_OK, follow: true });
+  if (needX) await r.access(node.path, X_OK, true);
   if (r.work.busy(node.path)) throw new ViewError('ETXTBSY');
   if (file === null) throw new ViewError('EACCES');
   return { file, viewPath: node.path };

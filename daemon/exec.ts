@@ -21,6 +21,7 @@ import * as native from './native.ts';
 import { killTree } from './proctree.ts';
 import type { WaitEvent } from './ptrace.ts';
 import { ViewError } from './view-client.ts';
+import { type ViewMemories, ViewMemory } from './view-memory.ts';
 import { type TracedRun, type ViewEnv, ViewSession } from './view-session.ts';
 
 export interface RunAs {
@@ -65,6 +66,7 @@ export class ExecSession {
   private readonly locals: net.Socket[] = [];
   private readonly startTimer: NodeJS.Timeout;
   private readonly viewEnv: ViewEnv | null;
+  private readonly memories: ViewMemories;
   private viewStream: Stream | null = null;
   private view: ViewSession | null = null;
   private traced: TracedRun | null = null;
@@ -78,7 +80,9 @@ export class ExecSession {
     runAs: RunAs,
     log: Logger,
     viewEnv: ViewEnv | null,
+    memories: ViewMemories,
   ) {
+    this.memories = memories;
     this.id = control.id;
     this.viewEnv = viewEnv;
     this.control = control;
@@ -124,7 +128,9 @@ export class ExecSession {
     this.spawning = true;
     if (!this.start.view) return this.spawn(null);
     if (!this.viewEnv) return this.fail('ENOSYS', 'this device cannot trace programs', 255);
-    this.view = new ViewSession(this.viewStream!, this.start.view, this.viewEnv, this.log);
+    const { lease } = this.start.view;
+    const memory = lease ? this.memories.for(lease) : new ViewMemory();
+    this.view = new ViewSession(this.viewStream!, this.start.view, this.viewEnv, memory, this.log);
     const view = this.view;
     view
       .resolve(this.start)

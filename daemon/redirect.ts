@@ -31,6 +31,7 @@ import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import { type Action, fail, type Proc, pass, ret, type SyscallStop } from './tracer.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from './view-client.ts';
+import type { ViewMemory } from './view-memory.ts';
 import { WorkingCopies } from './working-copies.ts';
 
 const E = constants.errno;
@@ -82,6 +83,7 @@ export interface ViewRun {
   scratch: string;
   /** What the kernel executes for the view's programs. */
   links: ExecLinks;
+  memory: ViewMemory;
   log: Logger;
 }
 
@@ -90,16 +92,6 @@ export class Redirector {
   private readonly dirs = new Map<string, string>();
   private readonly dirPaths = new Map<string, string>();
   private readonly dirRoot: string;
-  /** Host attributes of cache entries (by key) and the view path they were opened as. */
-  private readonly keyInfo = new Map<string, { path: string; st: ViewStat }>();
-  /** The content key last seen per view path, offered back so unchanged files are not resent. */
-  private readonly haveKey = new Map<string, string>();
-  /** Answers about read-only mounts, kept for the run (a sysroot does not change under it). */
-  private readonly roLookups = new Map<string, ViewNode | string>();
-  /** access answers in read-only mounts: 0, a device path, or the errno. */
-  private readonly roAccess = new Map<string, 0 | { device: string } | string>();
-  /** readlink targets in read-only mounts. */
-  private readonly roTargets = new Map<string, string | { device: string }>();
   /** getdents64 listings of placeholder dirs, by pid:fd, fetched when the offset is 0. */
   private readonly listings = new Map<string, Buffer[]>();
   readonly work: WorkingCopies;
@@ -110,8 +102,12 @@ export class Redirector {
   /** The traced process with this pid, if any (set by the session that owns the tracer). */
   procs: (pid: number) => Proc | null = () => null;
 
+  /** What this connection's runs of the same view learned (read-only answers, content keys). */
+  private readonly mem: ViewMemory;
+
   constructor(run: ViewRun) {
     this.run = run;
+    this.mem = run.memory;
     this.dirRoot = join(run.scratch, 'dirs');
     mkdirSync(this.dirRoot, { recursive: true });
     this.work = new WorkingCopies(join(run.scratch, 'work'), run.client, run.log);
@@ -315,7 +311,7 @@ export class Redirector {
     const dir = this.dirPaths.get(target);
     if (dir !== undefined) return dir;
     const key = this.run.cache.keyOf(target);
-    if (key !== null) return this.keyInfo.get(key)?.path ?? null;
+    if (key !== null) return this.mem.keyInfo.get(key)?.path ?? null;
     const w = this.work.pathOfCopy(target);
     if (w !== null) return w;
     if (target.startsWith('/') && this.mountOf(target).device) return target;
@@ -345,7 +341,7 @@ export class Redirector {
     }
     const key = this.run.cache.keyOf(target);
     if (key !== null) {
-      const info = this.keyInfo.get(key);
+      const info = this.mem.keyInfo.get(key);
       return info ? { st: info.st } : null;
     }
     const dir = this.dirPaths.get(target);
@@ -358,7 +354,7 @@ export class Redirector {
   /** A read-only mount's remembered answer for key `k` (throws its errno), or undefined. */
   private roHit(path: string, k: string): ViewNode | undefined {
     if (!this.mountOf(path).readonly) return undefined;
-    const hit = this.roLookups.get(k);
+    const hit = this.mem.roLookups.get(k);
     if (typeof hit === 'string') throw new ViewError(hit);
     return hit;
   }
@@ -373,11 +369,11 @@ export class Redirector {
     try {
       const node = await this.run.client.lookup(path, follow);
       if (ro && (node.where === 'device' || this.mountOf(node.path).readonly))
-        this.roLookups.set(k, node);
+        this.mem.roLookups.set(k, node);
       return this.work.overlay(node);
     } catch (e) {
       if (ro && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
-        this.roLookups.set(k, e.code);
+        this.mem.roLookups.set(k, e.code);
       throw e;
     }
   }
@@ -394,18 +390,18 @@ export class Redirector {
     const k = `${mode}${follow ? 'f' : 'n'}${path}`;
     const ro = this.mountOf(path).readonly;
     if (ro) {
-      const hit = this.roAccess.get(k);
+      const hit = this.mem.roAccess.get(k);
       if (typeof hit === 'string') throw new ViewError(hit);
       if (hit !== undefined) return hit;
     }
     return this.run.client.simple({ op: 'access', path, mode, follow }).then(
       (res) => {
         const answer = res ?? 0;
-        if (ro) this.roAccess.set(k, answer);
+        if (ro) this.mem.roAccess.set(k, answer);
         return answer;
       },
       (e: unknown) => {
-        if (ro && e instanceof ViewError) this.roAccess.set(k, e.code);
+        if (ro && e instanceof ViewError) this.mem.roAccess.set(k, e.code);
         throw e;
       },
     );
@@ -416,18 +412,18 @@ export class Redirector {
     const k = `l${path}`;
     const ro = this.mountOf(path).readonly;
     if (ro) {
-      const hit = this.roTargets.get(k);
+      const hit = this.mem.roTargets.get(k);
       if (hit !== undefined) return hit;
-      const err = this.roLookups.get(k);
+      const err = this.mem.roLookups.get(k);
       if (typeof err === 'string') throw new ViewError(err);
     }
     return this.run.client.readlink(path).then(
       (t) => {
-        if (ro) this.roTargets.set(k, t);
+        if (ro) this.mem.roTargets.set(k, t);
         return t;
       },
       (e: unknown) => {
-        if (ro && e instanceof ViewError) this.roLookups.set(k, e.code);
+        if (ro && e instanceof ViewError) this.mem.roLookups.set(k, e.code);
         throw e;
       },
     );
@@ -473,11 +469,11 @@ export class Redirector {
   /** A read-only mount's cached open of `path`, without asking the host; undefined if none. */
   cachedHit(path: string): { node: ViewNode; file: string | null } | undefined {
     if (!this.mountOf(path).readonly) return undefined;
-    const hit = this.roLookups.get(`o${path}`);
+    const hit = this.mem.roLookups.get(`o${path}`);
     if (typeof hit === 'string') throw new ViewError(hit);
     if (!hit) return undefined;
     if (hit.where !== 'host') return { node: hit, file: null };
-    const key = this.haveKey.get(hit.path);
+    const key = this.mem.haveKey.get(hit.path);
     const file = key ? this.run.cache.get(key) : null;
     return file ? { node: hit, file } : undefined;
   }
@@ -490,15 +486,15 @@ export class Redirector {
     const ro = this.mountOf(path).readonly;
     const k = `o${path}`;
     if (ro && extraFlags.length === 0) {
-      const hit = this.roLookups.get(k);
+      const hit = this.mem.roLookups.get(k);
       if (typeof hit === 'string') throw new ViewError(hit);
       if (hit && hit.where === 'host') {
-        const key = this.haveKey.get(hit.path);
+        const key = this.mem.haveKey.get(hit.path);
         const file = key ? this.run.cache.get(key) : null;
         if (file) return { node: hit, file };
       }
     }
-    let have = this.haveKey.get(path) ?? null;
+    let have = this.mem.haveKey.get(path) ?? null;
     if (have && !this.run.cache.get(have)) have = null;
     let r: Awaited<ReturnType<ViewClient['open']>>;
     try {
@@ -511,7 +507,7 @@ export class Redirector {
       });
     } catch (e) {
       if (ro && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
-        this.roLookups.set(k, e.code);
+        this.mem.roLookups.set(k, e.code);
       throw e;
     }
     if ('device' in r) return { node: { where: 'device', path: r.device }, file: null };
@@ -523,15 +519,15 @@ export class Redirector {
       const content = r.content ? await r.content : node.st.size === 0 ? Buffer.alloc(0) : null;
       if (content === null) {
         // We offered a key the cache has since lost: ask again without it.
-        this.haveKey.delete(path);
+        this.mem.haveKey.delete(path);
         return this.cached(path, extraFlags);
       }
       file = this.run.cache.put(key, content);
     }
-    this.haveKey.set(path, key);
-    this.haveKey.set(node.path, key);
-    this.keyInfo.set(key, { path: node.path, st: node.st });
-    if (ro) this.roLookups.set(k, node);
+    this.mem.haveKey.set(path, key);
+    this.mem.haveKey.set(node.path, key);
+    this.mem.keyInfo.set(key, { path: node.path, st: node.st });
+    if (ro) this.mem.roLookups.set(k, node);
     return { node, file };
   }
 
@@ -862,7 +858,7 @@ async function doChdir(r: Redirector, s: SyscallStop): Promise<Action> {
     return r.rewrite(s, [[0, node.path]]);
   }
   if ((node.st.mode & 0o170000) !== 0o040000) return fail(E.ENOTDIR);
-  await r.run.client.simple({ op: 'access', path: node.path, mode: X_OK, follow: true });
+  await r.access(node.path, X_OK, true);
   s.proc.cwd = node.path;
   return r.rewrite(s, [[0, r.placeholder(node.path)]]);
 }

@@ -10,6 +10,7 @@ import { ExecSession, type RunAs } from './exec.ts';
 import type { Logger } from './log.ts';
 import { checkPairing } from './pairing.ts';
 import type { State } from './state.ts';
+import { ViewMemories } from './view-memory.ts';
 import type { ViewEnv } from './view-session.ts';
 
 export interface ServeOptions {
@@ -33,6 +34,7 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
   const conn = new Connection(socket, { role: 'server', caps, idleTimeoutMs: opts.idleTimeoutMs });
   const log = opts.log.child({ peer: peer.fingerprint ?? 'stdio' });
   const sessions = new Map<number, ExecSession>();
+  const memories = new ViewMemories();
   /** Streams of a run whose exec header is still in flight; fd -1 is its view stream. */
   const waitingFds = new Map<number, { fd: number; stream: Stream }[]>();
   const attach = (session: ExecSession, fd: number, stream: Stream) =>
@@ -86,7 +88,7 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
     }
     switch (header.kind) {
       case 'exec': {
-        const session = new ExecSession(stream, header, opts.runAs, log, opts.viewEnv);
+        const session = new ExecSession(stream, header, opts.runAs, log, opts.viewEnv, memories);
         sessions.set(stream.id, session);
         stream.on('close', () => sessions.delete(stream.id));
         for (const w of waitingFds.get(stream.id) ?? []) attach(session, w.fd, w.stream);

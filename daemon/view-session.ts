@@ -15,6 +15,7 @@ import { ENOSYS_CALLS, Redirector } from './redirect.ts';
 import { buildFilter } from './seccomp.ts';
 import { type Proc, TRACE_OPTIONS, Tracer } from './tracer.ts';
 import { ViewClient, ViewError } from './view-client.ts';
+import type { ViewMemory } from './view-memory.ts';
 
 export interface ViewEnv {
   cache: ContentCache;
@@ -70,7 +71,7 @@ export class ViewSession {
   private readonly scratch: string;
   private readonly log: Logger;
 
-  constructor(stream: Stream, spec: ViewSpec, env: ViewEnv, log: Logger) {
+  constructor(stream: Stream, spec: ViewSpec, env: ViewEnv, memory: ViewMemory, log: Logger) {
     this.scratch = mkdtempSync(join(env.runsDir, 'run-'));
     this.log = log;
     this.redirector = new Redirector({
@@ -79,6 +80,7 @@ export class ViewSession {
       cache: env.cache,
       scratch: this.scratch,
       links: env.links,
+      memory,
       log,
     });
   }
@@ -121,12 +123,7 @@ export class ViewSession {
         const node = await this.redirector.lookup(candidate, true);
         if (node.where === 'device') return candidate;
         if ((node.st.mode & 0o170000) !== 0o100000) continue;
-        await this.redirector.run.client.simple({
-          op: 'access',
-          path: candidate,
-          mode: 1,
-          follow: true,
-        });
+        await this.redirector.access(candidate, 1, true);
         return candidate;
       } catch (e) {
         if (!(e instanceof ViewError)) throw e;

@@ -19,6 +19,12 @@ export interface ViewMount {
 /** The view part of ExecStart. */
 export interface ViewSpec {
   mounts: ViewMount[];
+  /**
+   * The client's name for this exact view (its mounts and the host directories behind them):
+   * the device shares what it learned about read-only mounts among a connection's runs
+   * with the same lease, for a while.
+   */
+  lease?: string;
 }
 
 /** [seconds, nanoseconds] since the epoch, as the host's clock sees them. */
@@ -167,7 +173,9 @@ export function parseViewSpec(x: unknown): ViewSpec {
     return { path: m.path, device: m.device, readonly: m.readonly };
   });
   if (!mounts.some((m) => m.path === '/')) throw bad('view has no / mount');
-  return { mounts };
+  if (x.lease === undefined) return { mounts };
+  if (!isStr(x.lease) || x.lease.length > 64) throw bad('bad view lease');
+  return { mounts, lease: x.lease };
 }
 
 const FLAGS = new Set<OpenFlag>([
