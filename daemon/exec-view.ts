@@ -2,7 +2,14 @@
 // the view's files. A dynamic program runs as its (cached) interpreter with the program's view
 // path as argument, so the loader opens the program and its libraries through the view too;
 // `--argv0` keeps argv[0]. A static program runs from its cached copy.
-import { closeSync, openSync, readSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants as fsConstants,
+  openSync,
+  readSync,
+  statSync,
+} from 'node:fs';
 import { constants } from 'node:os';
 import type { Redirector } from './redirect.ts';
 import type { SyscallStop } from './tracer.ts';
@@ -48,7 +55,13 @@ export async function prepareExec(
       throw e;
     }
     if (depth === 0) exe = f.viewPath;
-    const head = readHead(f.file);
+    let head: Buffer;
+    try {
+      head = readHead(f.file);
+    } catch (e) {
+      if (e instanceof ViewError) return { errno: errnoOf(e.code) };
+      throw e;
+    }
     if (head.subarray(0, 2).toString('latin1') === '#!') {
       const { interp, arg } = parseShebang(head);
       if (!interp) return { errno: E.ENOEXEC };
@@ -103,9 +116,9 @@ async function programFile(
   needX = true,
 ): Promise<{ file: string; viewPath: string }> {
   const local = r.local(path);
-  if (local !== null) return { file: local, viewPath: local };
+  if (local !== null) return deviceProgram(local, needX);
   const { node, file } = await r.cached(path);
-  if (node.where === 'device') return { file: node.path, viewPath: node.path };
+  if (node.where === 'device') return deviceProgram(node.path, needX);
   if ((node.st.mode & 0o170000) !== 0o100000) throw new ViewError('EACCES');
   if (needX) await r.access(node.path, X_OK, true);
   if (r.work.busy(node.path)) throw new ViewError('ETXTBSY');
@@ -113,8 +126,25 @@ async function programFile(
   return { file, viewPath: node.path };
 }
 
+/** A program in a device mount: the kernel's checks, done here since we read it first. */
+export function deviceProgram(path: string, needX = true): { file: string; viewPath: string } {
+  try {
+    if (!statSync(path).isFile()) throw new ViewError('EACCES');
+    if (needX) accessSync(path, fsConstants.X_OK);
+  } catch (e) {
+    if (e instanceof ViewError) throw e;
+    throw new ViewError((e as NodeJS.ErrnoException).code ?? 'EACCES');
+  }
+  return { file: path, viewPath: path };
+}
+
 function readHead(file: string): Buffer {
-  const fd = openSync(file, 'r');
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    throw new ViewError((e as NodeJS.ErrnoException).code ?? 'EACCES');
+  }
   try {
     const b = Buffer.alloc(4096);
     const n = readSync(fd, b, 0, b.length, 0);

@@ -8,6 +8,7 @@ import type { Stream } from '../transport/stream.ts';
 import type { ViewSpec } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
 import type { ExecLinks } from './exec-links.ts';
+import { deviceProgram } from './exec-view.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import type { WaitEvent } from './ptrace.ts';
@@ -121,7 +122,11 @@ export class ViewSession {
       const candidate = `${base === '/' ? '' : base}/${name}`;
       try {
         const node = await this.redirector.lookup(candidate, true);
-        if (node.where === 'device') return candidate;
+        if (node.where === 'device') {
+          // A PATH entry in a device mount: the device's own file, if it is there.
+          deviceProgram(node.path);
+          return candidate;
+        }
         if ((node.st.mode & 0o170000) !== 0o100000) continue;
         await this.redirector.access(candidate, 1, true);
         return candidate;
