@@ -4,6 +4,7 @@
 // view's loader for it, names the process after it (comm, as ps and pgrep see it), and keeps
 // its argv as given (/proc/PID/cmdline).
 import {
+  chmodSync,
   closeSync,
   copyFileSync,
   linkSync,
@@ -34,6 +35,8 @@ export class ExecLinks {
     try {
       // A fresh directory of ours (mkdtemp: nobody else can have planted links in it).
       short = mkdtempSync(join(shortBase, '.t'));
+      // Every run user's kernel follows the loader links through it.
+      chmodSync(short, 0o755);
     } catch {
       short = null;
     }

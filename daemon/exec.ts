@@ -130,7 +130,15 @@ export class ExecSession {
     if (!this.viewEnv) return this.fail('ENOSYS', 'this device cannot trace programs', 255);
     const { lease } = this.start.view;
     const memory = lease ? this.memories.for(lease) : new ViewMemory();
-    this.view = new ViewSession(this.viewStream!, this.start.view, this.viewEnv, memory, this.log);
+    const owner = { uid: this.runAs.uid, gid: this.runAs.gid };
+    this.view = new ViewSession(
+      this.viewStream!,
+      this.start.view,
+      this.viewEnv,
+      memory,
+      owner,
+      this.log,
+    );
     const view = this.view;
     view
       .resolve(this.start)

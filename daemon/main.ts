@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // tetherd: the device daemon. Listens for mutually authenticated TLS
 // connections (or serves one connection on stdio) and runs programs for them.
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
@@ -72,6 +72,9 @@ function resolveRunAs(user: string | undefined): RunAs {
 /** The content cache and run scratch space under the state directory, if tracing can work. */
 function makeViewEnv(stateDir: string, useSeccomp: boolean, log: Logger): ViewEnv | null {
   try {
+    // Run users reach the cache and their scratch through it; what is secret in it (the
+    // identity, authorized clients) is 0600 itself, so search permission is enough.
+    chmodSync(stateDir, (statSync(stateDir).mode & 0o777) | 0o111);
     const runsDir = join(stateDir, 'runs');
     // Scratch of runs a killed daemon left behind.
     rmSync(runsDir, { recursive: true, force: true });

@@ -84,6 +84,8 @@ export interface ViewRun {
   /** What the kernel executes for the view's programs. */
   links: ExecLinks;
   memory: ViewMemory;
+  /** The run's user: device files the program writes are theirs (-1: the daemon's). */
+  owner: { uid: number; gid: number };
   log: Logger;
 }
 
@@ -110,7 +112,7 @@ export class Redirector {
     this.mem = run.memory;
     this.dirRoot = join(run.scratch, 'dirs');
     mkdirSync(this.dirRoot, { recursive: true });
-    this.work = new WorkingCopies(join(run.scratch, 'work'), run.client, run.log);
+    this.work = new WorkingCopies(join(run.scratch, 'work'), run.client, run.owner, run.log);
   }
 
   /** Syscall names to trap per ABI (those with a handler). */

@@ -1,7 +1,7 @@
 // Starts one run's program under the tracer with the view applied: finds the program and the
 // working directory in the view, builds the seccomp filter for the device's ABIs, and wires
 // the tracer to the redirector.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCH_ABIS, type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
 import type { Stream } from '../transport/stream.ts';
@@ -72,8 +72,18 @@ export class ViewSession {
   private readonly scratch: string;
   private readonly log: Logger;
 
-  constructor(stream: Stream, spec: ViewSpec, env: ViewEnv, memory: ViewMemory, log: Logger) {
+  /** `owner`: the run's user (-1: the daemon's own), who must reach and write the scratch. */
+  constructor(
+    stream: Stream,
+    spec: ViewSpec,
+    env: ViewEnv,
+    memory: ViewMemory,
+    owner: { uid: number; gid: number },
+    log: Logger,
+  ) {
     this.scratch = mkdtempSync(join(env.runsDir, 'run-'));
+    // Placeholders, working copies and socket stand-ins live here, used by the program.
+    chownSync(this.scratch, owner.uid, owner.gid);
     this.log = log;
     this.redirector = new Redirector({
       client: new ViewClient(stream),
@@ -82,6 +92,7 @@ export class ViewSession {
       scratch: this.scratch,
       links: env.links,
       memory,
+      owner,
       log,
     });
   }

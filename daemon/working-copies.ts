@@ -5,6 +5,7 @@
 // opens of the same path in the run use the copy, so readers on the device see the writes
 // at once; the host sees them at those points, with its own clock on the timestamps.
 import {
+  chownSync,
   closeSync,
   copyFileSync,
   mkdirSync,
@@ -42,6 +43,7 @@ export class WorkingCopies {
   private readonly dir: string;
   private readonly client: ViewClient;
   private readonly log: Logger;
+  private readonly owner: { uid: number; gid: number };
   private readonly byPath = new Map<string, Copy>();
   private readonly byFile = new Map<string, Copy>();
   private readonly byWd = new Map<number, Copy>();
@@ -51,9 +53,10 @@ export class WorkingCopies {
   /** Queued write-back batches not finished yet. */
   private pending = 0;
 
-  constructor(dir: string, client: ViewClient, log: Logger) {
+  constructor(dir: string, client: ViewClient, owner: { uid: number; gid: number }, log: Logger) {
     this.dir = dir;
     this.client = client;
+    this.owner = owner;
     this.log = log;
     mkdirSync(dir, { recursive: true });
   }
@@ -75,6 +78,8 @@ export class WorkingCopies {
     if (content) writeFileSync(file, content, { mode: 0o600 });
     else if (cached && node.st.size > 0) copyFileSync(cached, file);
     else writeFileSync(file, '', { mode: 0o600 });
+    // The program opens it with its own ids.
+    chownSync(file, this.owner.uid, this.owner.gid);
     if (this.inotify < 0) this.inotify = native.inotifyInit();
     const wd = native.inotifyAddWatch(this.inotify, file, IN_CLOSE_WRITE);
     const copy: Copy = { path: node.path, file, wd, synced: '', detached: false, writers: 1 };

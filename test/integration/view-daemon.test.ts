@@ -1,6 +1,6 @@
-// The device's content cache and the tracer's fallback, on the minimal-root device: cached
-// contents survive a daemon restart without being fetched again, a damaged entry is noticed
-// by its hash and fetched anew, and without seccomp (every syscall stops) runs still work.
+// The view under the daemon's settings: the content cache across restarts (cached contents
+// are not fetched again, a damaged entry is noticed by its hash and fetched anew), without
+// seccomp (every syscall stops), and runs as an unprivileged user.
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -61,4 +61,24 @@ t.test('without seccomp every syscall stops, and runs still work', async (t) => 
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout, `a\nb\nc\n/usr/bin/readlink\n${work}\n`);
   t.equal(readFileSync(join(work, 'out.txt'), 'utf8'), 'a\nb\nc\n');
+});
+
+t.test('a run as an unprivileged user reads, writes and runs host files', async (t) => {
+  // The minimal root knows only root: this device is the host's own tree.
+  const d = await startDaemon({ extraArgs: ['--user', 'nobody'] });
+  t.teardown(() => d.stop());
+  writeFileSync(join(work, 'readable'), 'for everyone\n');
+  const r = await tether(d, [
+    'run',
+    '-u',
+    'NODE_OPTIONS',
+    '-C',
+    work,
+    'sh',
+    '-c',
+    'id -un; cat readable; echo mine > written; cat written; cd / && pwd',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, 'nobody\nfor everyone\nmine\n/\n');
+  t.equal(readFileSync(join(work, 'written'), 'utf8'), 'mine\n');
 });
