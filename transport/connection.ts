@@ -43,6 +43,12 @@ export interface PeerHello {
 
 /** Bytes of stream data queued on the socket before the sender waits for 'drain'. */
 const SEND_BUFFER = 256 * 1024;
+/**
+ * After expectSilence(), frames within this long are the peer's last before it stopped (it
+ * sends its suspend notice, then may still flush credit or a PONG): only later ones mean it
+ * is back.
+ */
+const SILENCE_GRACE_MS = 500;
 
 /** Bytes of unflushed control frames beyond which we stop reading the peer. */
 const CONTROL_BACKLOG = 128 * 1024;
@@ -122,6 +128,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private peerStreamsClosed = 0;
   private readPaused = false;
   private silenceExpected = false;
+  /** When expectSilence() was called: frames the peer sent just before it stopped still come. */
+  private silenceSince = 0;
   /** Bytes of control frames written but not yet flushed. */
   private controlQueued = 0;
   private blocked = false;
@@ -240,7 +248,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private onData(d: Buffer): void {
     if (this.closed) return;
     this.lastHeard = Date.now();
-    this.silenceExpected = false;
+    // The peer's last frames before it stopped (credit, a PONG) are not it speaking again.
+    if (performance.now() - this.silenceSince > SILENCE_GRACE_MS) this.silenceExpected = false;
     try {
       for (const f of this.parser.push(d)) {
         this.onFrame(f);
@@ -645,6 +654,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    */
   expectSilence(): void {
     this.silenceExpected = true;
+    this.silenceSince = performance.now();
   }
 
   private onTick(): void {
