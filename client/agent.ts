@@ -71,7 +71,8 @@ async function bridge(
     return;
   }
   const h = header as Record<string, unknown> | null;
-  if (h && h.kind === 'fd') {
+  // A run's fd and view streams name its exec stream, whose id differs upstream.
+  if (h && (h.kind === 'fd' || h.kind === 'view')) {
     const exec = ids.get(h.exec as number);
     if (!exec) {
       local.destroy(

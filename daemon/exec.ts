@@ -91,7 +91,7 @@ export class ExecSession {
     this.log = log.child({ exec: control.id });
     // The client opens one fd stream per listed fd right after this one.
     this.startTimer = setTimeout(
-      () => this.fail('ETIMEDOUT', 'fd streams did not arrive', 255),
+      () => this.fail('ETIMEDOUT', "the run's fd or view streams did not arrive", 255),
       30_000,
     );
     control.on('close', () => this.abort());

@@ -145,7 +145,13 @@ export class Tracer {
   private readonly syscallMode: boolean;
   private keepAlive: NodeJS.Timeout | null;
   private pumping = false;
-  private readonly onSigchld = () => this.pump();
+  /**
+   * A storm of stops queues many SIGCHLDs, each handled in turn in the same loop phase as the
+   * connection's I/O: pumping for each would starve the link (no PONG for seconds). They only
+   * schedule one pump instead.
+   */
+  private readonly onSigchld = () => this.schedule();
+  private scheduled = false;
 
   constructor(rootPid: number, root: Proc, hooks: TracerHooks, log: Logger, syscallMode: boolean) {
     this.rootPid = rootPid;
@@ -188,7 +194,7 @@ export class Tracer {
         if (this.pass()) lastFound = now;
         else if (now - lastFound >= SPIN_MS) break;
         if (now - start >= MAX_PUMP_MS) {
-          setImmediate(() => this.pump());
+          this.schedule();
           break;
         }
       }
@@ -217,6 +223,15 @@ export class Tracer {
       this.event(task, decodeWaitStatus(st));
     }
     return found;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
   }
 
   private maybeStop(): void {

@@ -38,6 +38,21 @@ t.test('agent: runs share one connection and behave as direct runs', async (t) =
     parallel.map((r) => r.stdout),
     Array.from({ length: 8 }, (_, i) => `${i}\n`),
   );
+  // Options send the run through the Node CLI and the agent's bridge: its view stream too.
+  for (let i = 0; i < 2; i++) {
+    const viaNode = await tether(d, [
+      'run',
+      '-C',
+      d.home,
+      '-e',
+      `N=${i}`,
+      'sh',
+      '-c',
+      'echo $N > n; cat n',
+    ]);
+    t.equal(viaNode.code, 0, viaNode.stderr);
+    t.equal(viaNode.stdout, `${i}\n`);
+  }
   t.equal(connections(), before, 'no new TLS connection for any of these runs');
   const direct = await tether(d, ['run', '--no-agent', 'true']);
   t.equal(direct.code, 0);
