@@ -12,6 +12,8 @@ export interface Sample {
 
 export interface TimedOptions {
   env?: NodeJS.ProcessEnv;
+  /** Working directory (the launcher sends its own to the agent: the view binds it). */
+  cwd?: string;
   timeoutMs: number;
 }
 
@@ -21,6 +23,7 @@ export function timedRun(argv: string[], opts: TimedOptions): Promise<Sample> {
     const t0 = process.hrtime.bigint();
     const child = spawn(argv[0]!, argv.slice(1), {
       env: opts.env,
+      cwd: opts.cwd,
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     running.add(child.pid!);

@@ -1,6 +1,7 @@
-// `npm run bench`: B1 (exec latency) and B4 (bulk through stdout) against
-// their baselines on each link setting, printed as tables and written as
-// JSON to bench/results/. See bench/README.md and BENCHMARKS.md.
+// `npm run bench`: B1 (exec latency), B2 (configure-like), B3 (metadata),
+// B4 (bulk through stdout) and B5 (tracer overhead) against their baselines
+// on each link setting, printed as tables and written as JSON to
+// bench/results/. See bench/README.md and BENCHMARKS.md.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,19 +11,40 @@ import { parseArgs } from 'node:util';
 import { ROOT, TETHER } from '../test/lib/tetherd.ts';
 import { loadOrCreateIdentity } from '../transport/identity.ts';
 import { type B1Result, runB1 } from './b1.ts';
+import { type B2Result, formatB2, runB2 } from './b2.ts';
+import { type B3Result, formatB3, runB3 } from './b3.ts';
 import { type B4Result, runB4 } from './b4.ts';
+import { type B5Result, formatB5, runB5 } from './b5.ts';
 import { type Goal, killRunning, summarize } from './measure.ts';
 import { fmt, mb, table } from './table.ts';
 import { LINKS, type LinkSpec, NODE, type Rtt, startTestbed } from './testbed.ts';
+import {
+  type B2Tree,
+  type B3Tree,
+  createB2Tree,
+  createB3Tree,
+  createWork,
+  type Work,
+} from './work.ts';
+
+const BENCHES = ['b1', 'b2', 'b3', 'b4', 'b5'];
 
 const USAGE = `usage: npm run bench -- [options]
-  --quick                  smoke run: --n 20 --bytes 64M --shaped-bytes 16M
+  --quick                  smoke run: --n 20 --bytes 64M --shaped-bytes 16M --programs 20
+                           --files 2000 --calls 100000 --stats 10000
   --n N                    B1 iterations per variant (default 200)
+  --programs N             B2 programs per loop (default 200)
+  --files N                B3 files in the tree (default 20000)
   --bytes SIZE             B4 size on unshaped links (default 1G; K/M/G are powers of 1024)
   --shaped-bytes SIZE      B4 size on a rate-limited link (default 128M)
-  --reps N                 B4 repetitions per variant (default 3)
-  --links LIST             among none,1ms,10ms (default all three)
-  --only LIST              among b1,b4 (default both)
+  --calls N                B5 getpid and read calls (default 1000000)
+  --stats N                B5 stat calls (default 100000)
+  --reps N                 B2-B5 repetitions per variant (default 3)
+  --b3-reps N              B3 repetitions (default: --reps, but 1 on the 10ms link, where
+                           tether's ls -lR of 20k files takes ~10 min per walk)
+  --tree-dir DIR           where B2/B3/B5 make their host trees (default /var/tmp)
+  --links LIST             among none,1ms,10ms (default all three; B5 runs on the first only)
+  --only LIST              among b1,b2,b3,b4,b5 (default all)
   --ssh-default-kex        add a B1 ssh row with OpenSSH's default sntrup761x25519 key exchange
   --out DIR                where the JSON goes (default bench/results)`;
 
@@ -51,11 +73,17 @@ function options() {
     options: {
       quick: { type: 'boolean', default: false },
       n: { type: 'string' },
+      programs: { type: 'string' },
+      files: { type: 'string' },
+      calls: { type: 'string' },
+      stats: { type: 'string' },
+      'tree-dir': { type: 'string', default: '/var/tmp' },
       bytes: { type: 'string' },
       'shaped-bytes': { type: 'string' },
       reps: { type: 'string' },
+      'b3-reps': { type: 'string' },
       links: { type: 'string', default: 'none,1ms,10ms' },
-      only: { type: 'string', default: 'b1,b4' },
+      only: { type: 'string', default: BENCHES.join(',') },
       // Off by default: ~0.2 s more per iteration on every link, and BENCHMARKS.md
       // already gives its cost (~65 ms of CPU per connection).
       'ssh-default-kex': { type: 'boolean', default: false },
@@ -74,11 +102,17 @@ function options() {
     quick: q,
     n: parseCount(values.n ?? (q ? '20' : '200'), '--n'),
     warmup: 3,
+    programs: parseCount(values.programs ?? (q ? '20' : '200'), '--programs'),
+    files: parseCount(values.files ?? (q ? '2000' : '20000'), '--files'),
+    calls: parseCount(values.calls ?? (q ? '100000' : '1000000'), '--calls'),
+    stats: parseCount(values.stats ?? (q ? '10000' : '100000'), '--stats'),
+    treeDir: values['tree-dir'],
     bytes: parseSize(values.bytes ?? (q ? '64M' : '1G')),
     shapedBytes: parseSize(values['shaped-bytes'] ?? (q ? '16M' : '128M')),
     reps: parseCount(values.reps ?? '3', '--reps'),
+    b3Reps: values['b3-reps'] === undefined ? null : parseCount(values['b3-reps'], '--b3-reps'),
     links: parseList(values.links, Object.keys(LINKS), '--links'),
-    only: parseList(values.only, ['b1', 'b4'], '--only'),
+    only: parseList(values.only, BENCHES, '--only'),
     sshDefaultKex: values['ssh-default-kex'],
     out: values.out,
   };
@@ -115,6 +149,11 @@ function distHashes(): Record<string, string> {
   return h;
 }
 
+/** The part of a version banner that names the version, or 'missing'. */
+function firstMatch(out: string, re: RegExp): string {
+  return re.exec(out)?.[0] ?? 'missing';
+}
+
 function versions() {
   const commit = cmdOut('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']);
   const dirty = cmdOut('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no']);
@@ -124,6 +163,8 @@ function versions() {
     tether: cmdOut(TETHER, ['-V']),
     tetherCommit: `${commit}${dirty ? '-dirty' : ''}`,
     ssh: cmdOut('ssh', ['-V']),
+    sshfs: firstMatch(cmdOut('sshfs', ['-V']), /SSHFS version \S+/),
+    proot: firstMatch(cmdOut('proot', ['--version']), /v?\d+\.\d+\.\d+\S*/),
     dist: distHashes(),
   };
 }
@@ -134,7 +175,10 @@ interface LinkEntry {
   /** 1-minute load average when each benchmark started and ended: this machine is shared. */
   load: Record<string, number>;
   b1?: B1Result;
+  b2?: B2Result;
+  b3?: B3Result;
   b4?: B4Result;
+  b5?: B5Result;
   error?: string;
   /** Bundle hashes when this link started; distChanged if they differed at its end. */
   dist: Record<string, string>;
@@ -258,12 +302,14 @@ function progress(what: string): (done: number, total: number) => void {
 // Cleanup: what the current link has running, and our throwaway TLS key.
 let current: { stop: () => Promise<void>; stopSync: () => void } | null = null;
 let sinkKeyDir: string | null = null;
+let work: Work | null = null;
 let interrupted = false;
 
 process.on('exit', () => {
   killRunning();
   current?.stopSync();
   if (sinkKeyDir) rmSync(sinkKeyDir, { recursive: true, force: true });
+  work?.remove();
 });
 
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
@@ -295,7 +341,8 @@ async function main(): Promise<void> {
       `tether bench  ${results.started}`,
       `machine: ${m.nproc} CPUs, ${m.model}, ${m.kernel}, ${m.memTotalMiB} MiB, load ${m.loadavgAtStart.map((x) => x.toFixed(2)).join(' ')}`,
       `versions: ${results.versions.tether} @ ${results.versions.tetherCommit}; node ${results.versions.node}; ${results.versions.ssh}`,
-      `options: n=${opts.n} bytes=${opts.bytes / 2 ** 20}MiB shaped-bytes=${opts.shapedBytes / 2 ** 20}MiB reps=${opts.reps} links=${opts.links.join(',')} only=${opts.only.join(',')}`,
+      `options: n=${opts.n} programs=${opts.programs} files=${opts.files} bytes=${opts.bytes / 2 ** 20}MiB shaped-bytes=${opts.shapedBytes / 2 ** 20}MiB calls=${opts.calls} stats=${opts.stats} reps=${opts.reps} links=${opts.links.join(',')} only=${opts.only.join(',')}`,
+      `baselines: ${results.versions.sshfs}, proot ${results.versions.proot}`,
       '',
     ].join('\n'),
   );
@@ -305,6 +352,19 @@ async function main(): Promise<void> {
   const id = await loadOrCreateIdentity(join(sinkKeyDir, 'id'), 'tls-sink@bench');
   writeFileSync(join(sinkKeyDir, 'key.pem'), id.key, { mode: 0o600 });
   writeFileSync(join(sinkKeyDir, 'cert.pem'), id.cert);
+
+  // Host trees for B2, B3 and B5, made once for all links (outside /tmp: the view shows the
+  // device's own /tmp there).
+  let b2Tree: B2Tree | null = null;
+  let b3Tree: B3Tree | null = null;
+  if (['b2', 'b3', 'b5'].some((b) => opts.only.includes(b))) {
+    work = await createWork(opts.treeDir);
+    if (opts.only.includes('b2')) b2Tree = await createB2Tree(work);
+    if (opts.only.includes('b3')) b3Tree = createB3Tree(work, opts.files);
+    process.stderr.write(`bench: host trees in ${work.dir}\n`);
+  }
+  // B5 does not depend on the link: it runs on the first one only.
+  const b5Link = opts.links[0];
 
   for (const name of opts.links) {
     const link = LINKS[name]!;
@@ -331,6 +391,32 @@ async function main(): Promise<void> {
         printB1(entry, entry.b1);
         writeResults();
       }
+      if (opts.only.includes('b2') && b2Tree) {
+        entry.load.b2Start = os.loadavg()[0]!;
+        entry.b2 = await runB2(tb, b2Tree, {
+          programs: opts.programs,
+          reps: opts.reps,
+          progress: progress(`B2 ${name}`),
+        });
+        entry.load.b2End = os.loadavg()[0]!;
+        process.stdout.write(
+          `${formatB2(entry.b2, linkTitle(link, entry.rtt), load(entry, 'b2'))}\n`,
+        );
+        writeResults();
+      }
+      if (opts.only.includes('b3') && b3Tree && work) {
+        entry.load.b3Start = os.loadavg()[0]!;
+        entry.b3 = await runB3(tb, work, b3Tree, {
+          reps: opts.b3Reps ?? (link.delayMs >= 10 ? Math.min(opts.reps, 1) : opts.reps),
+          check: name === opts.links[0],
+          progress: progress(`B3 ${name}`),
+        });
+        entry.load.b3End = os.loadavg()[0]!;
+        process.stdout.write(
+          `${formatB3(entry.b3, linkTitle(link, entry.rtt), load(entry, 'b3'))}\n`,
+        );
+        writeResults();
+      }
       if (opts.only.includes('b4')) {
         // The rate-limited link moves ~12 MB/s: a smaller size keeps the run short.
         entry.load.b4Start = os.loadavg()[0]!;
@@ -338,6 +424,20 @@ async function main(): Promise<void> {
         entry.b4 = await runB4(tb, { bytes, reps: opts.reps, progress: progress(`B4 ${name}`) });
         entry.load.b4End = os.loadavg()[0]!;
         printB4(entry, entry.b4);
+        writeResults();
+      }
+      if (opts.only.includes('b5') && work && name === b5Link) {
+        entry.load.b5Start = os.loadavg()[0]!;
+        entry.b5 = await runB5(tb, work, {
+          calls: opts.calls,
+          stats: opts.stats,
+          reps: opts.reps,
+          progress: progress(`B5 ${name}`),
+        });
+        entry.load.b5End = os.loadavg()[0]!;
+        process.stdout.write(
+          `${formatB5(entry.b5, linkTitle(link, entry.rtt), load(entry, 'b5'))}\n`,
+        );
         writeResults();
       }
       // A rebuild mid-run (the clients load dist/ afresh each run) mixes versions.

@@ -1,10 +1,12 @@
 // One shaped link with everything the benchmarks compare on it: tetherd with
 // a paired client and a running agent, sshd (curve25519, optionally also the
-// default sntrup761x25519) with a ControlMaster, and the raw TLS sink.
+// default sntrup761x25519) with a ControlMaster, and the raw TLS sink; on
+// demand (B2, B3, B5) a second agent for a config device with `view yes`, and
+// an sshd on the host end of the link for sshfs mounts made on the device.
 // stop() tears it all down; stopSync() is the last resort from an 'exit'
 // handler (device.ts and sshd.ts kill their own processes there too).
 import { type ChildProcess, execFile } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { type ControlMaster, type Sshd, startSshd } from '../test/lib/sshd.ts';
@@ -17,6 +19,9 @@ export const DRAIN = join(ROOT, 'bench/tls-drain.ts');
 export const KEX = 'curve25519-sha256';
 export const DEFAULT_KEX = 'sntrup761x25519-sha512@openssh.com';
 const SINK_PORT = 4433;
+/** The config device that runs with the view: same daemon as `dev`, `view yes`. */
+export const VIEW_DEVICE = 'view';
+const HOST_SSHD_PORT = 2224;
 
 export interface LinkSpec {
   name: string;
@@ -48,6 +53,11 @@ export interface Testbed {
   /** "client connected" lines in tetherd's log: one per TLS connection. */
   connections(): number;
   agentAlive(): boolean;
+  /** Starts (once) the agent of VIEW_DEVICE and returns its pid: `tether run -d view PROGRAM`
+   *  from a directory is then the launcher's hot path with the view, that directory bound. */
+  viewAgent(): Promise<number>;
+  /** Starts (once) an sshd on the host end of the link, for sshfs run on the device. */
+  hostSshd(): Promise<Sshd>;
   stop(): Promise<void>;
   stopSync(): void;
 }
@@ -112,9 +122,11 @@ export async function startTestbed(
   const sshds: Sshd[] = [];
   let cm: ControlMaster | null = null;
   let agentPid: number | null = null;
+  let viewAgentPid: number | null = null;
 
   const stopSync = () => {
     if (agentPid !== null && alive(agentPid)) process.kill(agentPid, 'SIGKILL');
+    if (viewAgentPid !== null && alive(viewAgentPid)) process.kill(viewAgentPid, 'SIGKILL');
     if (daemon) {
       // The device itself goes in device.ts's own 'exit' handler.
       rmSync(daemon.stateDir, { recursive: true, force: true });
@@ -131,13 +143,17 @@ export async function startTestbed(
           process.stderr.write(`bench: cleanup: ${(e as Error).message}\n`);
         }
       };
-      if (agentPid !== null && daemon) {
-        const pid = agentPid;
+      const stopAgent = async (pid: number | null, device: string) => {
+        if (pid === null || !daemon) return;
         const env = daemon.env;
-        await quietly(() => timedRun([TETHER, 'agent', '--stop'], { env, timeoutMs: 10_000 }));
+        await quietly(() =>
+          timedRun([TETHER, 'agent', '--stop', '-d', device], { env, timeoutMs: 10_000 }),
+        );
         for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 20));
         if (alive(pid)) process.kill(pid, 'SIGKILL');
-      }
+      };
+      await stopAgent(agentPid, 'dev');
+      await stopAgent(viewAgentPid, VIEW_DEVICE);
       if (cm) await quietly(() => cm!.stop());
       for (const s of sshds) await quietly(() => s.stop());
       if (daemon) await quietly(() => daemon!.stop());
@@ -163,6 +179,8 @@ export async function startTestbed(
 
   const d = daemon;
   const pid = agentPid;
+  let viewAgent: Promise<number> | null = null;
+  let hostSshd: Promise<Sshd> | null = null;
   return {
     link,
     daemon: d,
@@ -178,7 +196,76 @@ export async function startTestbed(
         .split('\n')
         .filter((l) => l.includes('"client connected"')).length,
     agentAlive: () => alive(pid),
+    viewAgent: () => {
+      viewAgent ??= (async () => {
+        // The same daemon and key as `dev`; only `view yes` differs. The agent reads its device's
+        // config when it starts; the launcher then hands it runs that take the view.
+        const cfg = readFileSync(join(d.home, 'config'), 'utf8');
+        const m = /^\s*address (\S+)\n\s*fingerprint (\S+)$/m.exec(cfg);
+        if (!m) throw new Error(`no address and fingerprint in ${join(d.home, 'config')}`);
+        appendFileSync(
+          join(d.home, 'config'),
+          `device ${VIEW_DEVICE}\n  address ${m[1]}\n  fingerprint ${m[2]}\n  idletimeout 3\n  view yes\n`,
+        );
+        // Idle through B1 and B4 on a link is no reason to leave.
+        const argv = [TETHER, 'agent', '-d', VIEW_DEVICE, '--idle-timeout', '86400'];
+        checkOk('tether agent -d view', await timedRun(argv, { env: d.env, timeoutMs: 20_000 }));
+        viewAgentPid = Number(readFileSync(join(d.home, 'agents', `${VIEW_DEVICE}.pid`), 'utf8'));
+        return viewAgentPid;
+      })();
+      return viewAgent;
+    },
+    hostSshd: () => {
+      hostSshd ??= startSshd(d.device, { kex: KEX, port: HOST_SSHD_PORT, on: 'host' }).then((s) => {
+        sshds.push(s);
+        return s;
+      });
+      return hostSshd;
+    },
     stop,
     stopSync,
   };
+}
+
+/** The sshfs command line (run on the device) that mounts the host's `dir` over the same path. */
+function sshfsCommand(hs: Sshd, dir: string): string[] {
+  const opts: string[] = [];
+  for (let i = 0; i < hs.sshOptions.length; i += 2) {
+    const [k, v] = [hs.sshOptions[i]!, hs.sshOptions[i + 1]!];
+    if (k === '-i') opts.push('-o', `IdentityFile=${v}`);
+    else opts.push(k, v);
+  }
+  return ['sshfs', `${hs.user}@${hs.host}:${dir}`, dir, '-p', String(hs.port), ...opts];
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * Mounts the host's `dir` with sshfs over the same path on the device, in the mount namespace of
+ * the device's sshd (every ssh session on the device sees it; tetherd and the host do not). The
+ * mount is made through the ControlMaster; sshfs connects back to the host's sshd with
+ * curve25519 and default options (its caches included). Returns the ms the mount took.
+ */
+export async function sshfsMount(tb: Testbed, dir: string): Promise<number> {
+  const hs = await tb.hostSshd();
+  const cmd = `${sshfsCommand(hs, dir).map(q).join(' ')} && mountpoint -q ${q(dir)}`;
+  const s = await timedRun(['ssh', ...tb.cm.args, cmd], { timeoutMs: 30_000 });
+  checkOk(`sshfs mount of ${dir} on the device`, s);
+  return s.ms;
+}
+
+/** Unmounts `dir` on the device if sshfs has it mounted there. */
+export async function sshfsUnmount(tb: Testbed, dir: string): Promise<void> {
+  const cmd = `if mountpoint -q ${q(dir)}; then umount ${q(dir)}; fi`;
+  checkOk(
+    `sshfs unmount of ${dir} on the device`,
+    await timedRun(['ssh', ...tb.cm.args, cmd], { timeoutMs: 30_000 }),
+  );
+}
+
+/** Whether `program` is on the host's PATH (a baseline's package may be missing). */
+export function installed(program: string): boolean {
+  return (process.env.PATH ?? '/usr/bin:/bin')
+    .split(':')
+    .some((d) => d && existsSync(join(d, program)));
 }
