@@ -35,6 +35,9 @@ import type { ViewMemory } from './view-memory.ts';
 import { WorkingCopies } from './working-copies.ts';
 
 const E = constants.errno;
+/** How long a lookup in a writable mount answers again without asking (NFS's attribute cache
+ * keeps them for seconds; changes this run makes through the view clear it at once). */
+const RECENT_MS = 1000;
 const SEEK_SET = 0;
 const X_OK = 1;
 
@@ -99,6 +102,11 @@ export class Redirector {
   readonly work: WorkingCopies;
   /** Unix sockets at host view paths, by view path. */
   private readonly sockets = new Map<string, string>();
+  /**
+   * Lookups in writable mounts from the last RECENT_MS, forgotten at any change this run
+   * makes: `ls -l` asks statx, lgetxattr and getxattr about each file, one round trip is enough.
+   */
+  private readonly recent = new Map<string, { node: ViewNode; at: number }>();
   /** Path arguments per stop, for trace logs. */
   private readonly pathsRead = new WeakMap<SyscallStop, string[]>();
   /** The traced process with this pid, if any (set by the session that owns the tracer). */
@@ -363,7 +371,16 @@ export class Redirector {
 
   lookup(path: string, follow: boolean): ViewNode | Promise<ViewNode> {
     const k = `${follow ? 'f' : 'n'}${path}`;
-    return this.roHit(path, k) ?? this.fetchLookup(path, follow, k);
+    const hit = this.roHit(path, k);
+    if (hit) return hit;
+    const recent = this.recent.get(k);
+    if (recent && performance.now() - recent.at < RECENT_MS) return this.work.overlay(recent.node);
+    return this.fetchLookup(path, follow, k);
+  }
+
+  /** A change made through the view: recent answers about writable mounts may be stale. */
+  forget(): void {
+    this.recent.clear();
   }
 
   private async fetchLookup(path: string, follow: boolean, k: string): Promise<ViewNode> {
@@ -372,6 +389,14 @@ export class Redirector {
       const node = await this.run.client.lookup(path, follow);
       if (ro && (node.where === 'device' || this.mountOf(node.path).readonly))
         this.mem.roLookups.set(k, node);
+      else {
+        if (this.recent.size >= 10_000) this.recent.clear();
+        const at = performance.now();
+        this.recent.set(k, { node, at });
+        // Not a symlink: following it changes nothing (ls -l lstats, then getxattr follows).
+        if (!follow && node.where === 'host' && (node.st.mode & 0o170000) !== 0o120000)
+          this.recent.set(`f${path}`, { node, at });
+      }
       return this.work.overlay(node);
     } catch (e) {
       if (ro && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
@@ -653,6 +678,7 @@ async function doOpenAsync(
   const localFlags = BigInt(flags & ~(F.O_CREAT | F.O_EXCL | (writing ? 0 : F.O_TRUNC)));
   const extra = flagsIdx === null ? undefined : new Map([[flagsIdx, localFlags]]);
   if (writing || names.includes('creat') || names.includes('trunc')) {
+    r.forget();
     const res = await r.run.client.open({
       op: 'open',
       path,
@@ -761,6 +787,7 @@ async function doSimple(
   const res = await r.run.client.simple(b);
   if (res) return r.rewrite(s, [[pathIdx, res.device]]);
   r.work.afterChange(b);
+  r.forget();
   return ret(0);
 }
 
@@ -788,6 +815,7 @@ async function doTwo(
   const res = await r.run.client.simple(req);
   if (res) return fail(E.EXDEV);
   r.work.afterChange(req);
+  r.forget();
   return ret(0);
 }
 
@@ -929,15 +957,15 @@ function accessHandler(at: boolean, withFlags: boolean): Handler {
 }
 
 function xattrPath(follow: boolean, kind: 'get' | 'list' | 'set' | 'remove'): Handler {
-  return async (r, s) => {
+  return (r, s) => {
     const raw = r.readPath(s, 0);
     const path = r.absPath(s, AT.FDCWD, raw);
     const dev = r.local(path);
     if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[0, dev]]);
-    await r.lookup(path, follow);
     // Host extended attributes are not part of the view: none to read, none to set.
-    if (kind === 'list') return ret(0);
-    return fail(kind === 'get' ? E.ENODATA : E.EOPNOTSUPP);
+    return then(r.lookup(path, follow), () =>
+      kind === 'list' ? ret(0) : fail(kind === 'get' ? E.ENODATA : E.EOPNOTSUPP),
+    );
   };
 }
 
@@ -1246,6 +1274,7 @@ function fdMeta(
   return (async () => {
     await r.work.flushFd(s.proc.pid, fd);
     await r.run.client.simple(body(path));
+    r.forget();
     r.work.markSynced(s.proc.pid, fd);
     return ret(0);
   })();
