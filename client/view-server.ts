@@ -15,7 +15,6 @@ import {
   openSync,
   read,
   readlinkSync,
-  type Stats,
 } from 'node:fs';
 import {
   chmod,
@@ -434,10 +433,11 @@ export class ViewServer {
   private async readdir(req: Req<'readdir'>): Promise<Outcome> {
     const n = await this.table.resolve(req.path, { follow: true });
     if (n.where === 'device') return done({ ok: true, device: n.path });
-    const entries = n.where === 'glue' ? [] : await listHost(n);
+    const anchors = this.table.anchorsIn(n.path);
+    const entries = n.where === 'glue' ? [] : await listHost(n, anchors);
     // Mount points show in their directory even where the host has no such name.
     const listed = new Set(entries.map((e) => e.name));
-    for (const name of this.table.anchorsIn(n.path)) {
+    for (const name of anchors) {
       if (listed.has(name)) continue;
       const path = n.path === '/' ? `/${name}` : `${n.path}/${name}`;
       let node: ViewNode;
@@ -785,8 +785,11 @@ export class ViewServer {
   }
 }
 
-/** A host directory's entries with host inode numbers, `.` and `..` left to the device. */
-async function listHost(n: HostNode): Promise<DirEntry[]> {
+/**
+ * A host directory's entries with host inode numbers and their lstat (not for `skip`, the
+ * names a mount shows something else at), `.` and `..` left to the device.
+ */
+async function listHost(n: HostNode, skip: ReadonlySet<string>): Promise<DirEntry[]> {
   if (!n.st.isDirectory()) throw new ViewError('ENOTDIR');
   const names = await readdir(n.host);
   const dir = n.host === '/' ? '' : n.host;
@@ -796,19 +799,18 @@ async function listHost(n: HostNode): Promise<DirEntry[]> {
   for (let i = 0; i < names.length; i += LIST_SLICE) {
     if (i > 0) await nextTurn();
     for (const name of names.slice(i, i + LIST_SLICE)) {
-      let st: Stats | BigIntStats | undefined;
+      let st: BigIntStats | undefined;
       try {
-        st = lstatSync(`${dir}/${name}`);
-        if (!Number.isSafeInteger(st.ino)) st = lstatSync(`${dir}/${name}`, { bigint: true });
+        // Exact times: the device answers stat from these (make compares them).
+        st = lstatSync(`${dir}/${name}`, { bigint: true });
       } catch {
         // Removed since the listing: the kernel's listing would not show it either.
         continue;
       }
-      out.push({
-        name,
-        ino: typeof st.ino === 'bigint' ? safe(st.ino) : st.ino,
-        type: direntType(Number(st.mode)),
-      });
+      if (!st) continue;
+      const entry: DirEntry = { name, ino: safe(st.ino), type: direntType(Number(st.mode)) };
+      if (!skip.has(name)) entry.st = viewStat(st);
+      out.push(entry);
     }
   }
   return out;

@@ -578,6 +578,17 @@ export class Redirector {
       const entries = await this.run.client.readdir(path);
       if (!Array.isArray(entries)) throw new ViewError('EIO');
       const ino = node.where === 'host' ? node.st.ino : 0;
+      // The walk that listed it stats every entry next: it has the answers already.
+      const at = performance.now();
+      const ro = this.mountOf(path).readonly;
+      if (this.recent.size > 50_000) this.recent.clear();
+      for (const e of entries) {
+        if (!e.st || ro) continue;
+        const child = path === '/' ? `/${e.name}` : `${path}/${e.name}`;
+        const entry: ViewNode = { where: 'host', path: child, st: e.st };
+        this.recent.set(`n${child}`, { node: entry, at });
+        if ((e.st.mode & 0o170000) !== 0o120000) this.recent.set(`f${child}`, { node: entry, at });
+      }
       list = [
         encodeDirent64(ino, 1, 4, '.'),
         encodeDirent64(ino, 2, 4, '..'),

@@ -103,6 +103,9 @@ export interface DirEntry {
   ino: number;
   /** DT_* value: 1 FIFO, 2 CHR, 4 DIR, 6 BLK, 8 REG, 10 LNK, 12 SOCK, 0 unknown. */
   type: number;
+  /** The entry's lstat, when it is the host file at that name (not a mount point): a walk
+   *  (find, ls -l) then needs no lookup per file. */
+  st?: ViewStat;
 }
 
 export interface StatFs {
@@ -363,7 +366,8 @@ export function parseViewReply(x: unknown): ViewReply | ViewChunk {
           !e.name.includes('/') &&
           !e.name.includes('\0') &&
           isUint(e.ino) &&
-          isUint(e.type),
+          isUint(e.type) &&
+          (e.st === undefined || viewStat(e.st)),
       )
     )
       throw bad('view reply: bad entries');
