@@ -5,8 +5,6 @@ import {
   constants as fsConstants,
   mkdirSync,
   openSync,
-  readFileSync,
-  readlinkSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -29,6 +27,7 @@ import type { ExecLinks } from './exec-links.ts';
 import { prepareExec } from './exec-view.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
+import { fdPos, fdTarget, umaskOf } from './procfs.ts';
 import { type Action, fail, type Proc, pass, ret, type SyscallStop } from './tracer.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from './view-client.ts';
 import type { ViewMemory } from './view-memory.ts';
@@ -209,7 +208,8 @@ export class Redirector {
     if (dirfd === AT.FDCWD) base = s.proc.cwd;
     else {
       base = this.fdView(s.proc.pid, dirfd);
-      if (base === null) throw new ViewError(fdExists(s.proc.pid, dirfd) ? 'ENOTDIR' : 'EBADF');
+      if (base === null)
+        throw new ViewError(fdTarget(s.proc.pid, dirfd) !== null ? 'ENOTDIR' : 'EBADF');
     }
     return base === '/' ? `/${p}` : `${base}/${p}`;
   }
@@ -307,13 +307,8 @@ export class Redirector {
 
   /** The view path an fd of `pid` refers to, or null when it is not a file of the view. */
   fdView(pid: number, fd: number): string | null {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return null;
-    }
-    return this.deviceToView(target);
+    const target = fdTarget(pid, fd);
+    return target === null ? null : this.deviceToView(target);
   }
 
   /** Maps a device path the kernel shows back to the view path it stands for. */
@@ -330,12 +325,8 @@ export class Redirector {
 
   /** The view directory an fd's placeholder stands for, or null. */
   fdDir(pid: number, fd: number): string | null {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return null;
-    }
+    const target = fdTarget(pid, fd);
+    if (target === null) return null;
     return this.dirs.get(`d${this.dirPaths.get(target)}`) === target
       ? this.dirPaths.get(target)!
       : null;
@@ -343,12 +334,8 @@ export class Redirector {
 
   /** Host attributes for an fd, when it is a view file the device holds a copy of. */
   fdStat(pid: number, fd: number): { st: ViewStat } | { path: string } | null {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return null;
-    }
+    const target = fdTarget(pid, fd);
+    if (target === null) return null;
     const key = this.run.cache.keyOf(target);
     if (key !== null) {
       const info = this.mem.keyInfo.get(key);
@@ -597,35 +584,6 @@ export class Redirector {
       this.listings.set(k, list);
     }
     return list;
-  }
-}
-
-/** A task's umask: new host files get the program's, as they would locally. */
-function umaskOf(tid: number): number {
-  try {
-    const m = /^Umask:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${tid}/status`, 'latin1'));
-    return m ? Number.parseInt(m[1]!, 8) : 0o022;
-  } catch {
-    return 0o022;
-  }
-}
-
-function fdExists(pid: number, fd: number): boolean {
-  try {
-    readlinkSync(`/proc/${pid}/fd/${fd}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The kernel's file offset of a tracee's fd (fdinfo "pos:"). */
-function fdPos(pid: number, fd: number): number {
-  try {
-    const m = /^pos:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'latin1'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
   }
 }
 

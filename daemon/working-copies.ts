@@ -10,7 +10,6 @@ import {
   copyFileSync,
   mkdirSync,
   readFileSync,
-  readlinkSync,
   readSync,
   statSync,
   writeFileSync,
@@ -20,6 +19,7 @@ import type { ViewNode } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
+import { fdTarget } from './procfs.ts';
 import type { ViewClient, ViewRequestBody } from './view-client.ts';
 
 const IN_CLOSE_WRITE = 0x8;
@@ -202,13 +202,7 @@ export class WorkingCopies {
   }
 
   async flushFd(pid: number, fd: number): Promise<void> {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return;
-    }
-    const c = this.byFile.get(target);
+    const c = this.copyOf(pid, fd);
     if (c) {
       this.queue([c]);
       await this.flushing;
@@ -217,14 +211,13 @@ export class WorkingCopies {
 
   /** The copy behind a tracee's fd now matches the host as it is (after an fd metadata call). */
   markSynced(pid: number, fd: number): void {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return;
-    }
-    const c = this.byFile.get(target);
+    const c = this.copyOf(pid, fd);
     if (c) c.synced = stamp(c.file);
+  }
+
+  private copyOf(pid: number, fd: number): Copy | undefined {
+    const target = fdTarget(pid, fd);
+    return target === null ? undefined : this.byFile.get(target);
   }
 
   /** Flushes run one after another, so the host sees writes in the order they happened. */

@@ -1,0 +1,32 @@
+// What /proc says about a tracee: where its fds point, their offsets, its umask. Each read
+// answers null (or the default) for a task or fd that is gone.
+import { readFileSync, readlinkSync } from 'node:fs';
+
+/** The path an fd of `pid` refers to (as the kernel shows it), or null. */
+export function fdTarget(pid: number, fd: number): string | null {
+  try {
+    return readlinkSync(`/proc/${pid}/fd/${fd}`);
+  } catch {
+    return null;
+  }
+}
+
+/** The kernel's file offset of a tracee's fd (fdinfo "pos:"). */
+export function fdPos(pid: number, fd: number): number {
+  try {
+    const m = /^pos:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'latin1'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** A task's umask: new host files get the program's, as they would locally. */
+export function umaskOf(tid: number): number {
+  try {
+    const m = /^Umask:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${tid}/status`, 'latin1'));
+    return m ? Number.parseInt(m[1]!, 8) : 0o022;
+  } catch {
+    return 0o022;
+  }
+}
