@@ -14,7 +14,6 @@ import {
   readFileSync,
   renameSync,
   rmSync,
-  statSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -145,19 +144,6 @@ export class ContentCache {
     // An open or running copy keeps its inode; the name goes.
     rmSync(this.pathOf(key), { force: true });
     appendFileSync(this.indexPath, `- ${key}\n`);
-  }
-
-  get size(): number {
-    return this.total;
-  }
-
-  /** Size on disk of an entry (for tests and status). */
-  exists(key: string): boolean {
-    try {
-      return statSync(this.pathOf(key)).isFile();
-    } catch {
-      return false;
-    }
   }
 }
 

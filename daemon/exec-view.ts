@@ -51,7 +51,7 @@ export async function prepareExec(
     try {
       f = await programFile(r, target);
     } catch (e) {
-      if (e instanceof ViewError) return { errno: errnoOf(e.code) };
+      if (e instanceof ViewError) return { errno: e.errno };
       throw e;
     }
     if (depth === 0) exe = f.viewPath;
@@ -59,7 +59,7 @@ export async function prepareExec(
     try {
       head = readHead(f.file);
     } catch (e) {
-      if (e instanceof ViewError) return { errno: errnoOf(e.code) };
+      if (e instanceof ViewError) return { errno: e.errno };
       throw e;
     }
     if (head.subarray(0, 2).toString('latin1') === '#!') {
@@ -88,8 +88,7 @@ export async function prepareExec(
     try {
       ld = await programFile(r, elf.path, false);
     } catch (e) {
-      if (e instanceof ViewError)
-        return { errno: e.code === 'ENOENT' ? E.ENOENT : errnoOf(e.code) };
+      if (e instanceof ViewError) return { errno: e.errno };
       throw e;
     }
     const patched = links.withLoader(f.file, elf, ld.file);
@@ -102,11 +101,6 @@ export async function prepareExec(
     rest = [];
     return { file: ld.file, argv: writePointers(s, list), exe };
   }
-}
-
-function errnoOf(code: string): number {
-  const n = E[code as keyof typeof E];
-  return typeof n === 'number' ? n : E.EIO;
 }
 
 /** The device file holding the program at view `path`, after the kernel's checks. */

@@ -158,8 +158,7 @@ export class Redirector {
   /** A ViewError is the program's errno; anything else is a tracer bug, rethrown. */
   private failed(_s: SyscallStop, e: unknown): Action {
     if (!(e instanceof ViewError)) throw e;
-    const n = E[e.code as keyof typeof E];
-    return fail(typeof n === 'number' ? n : E.EIO);
+    return fail(e.errno);
   }
 
   private traced(s: SyscallStop, action: Action, waited: boolean): Action {

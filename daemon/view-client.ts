@@ -1,5 +1,6 @@
 // The device's end of a run's `view` stream: sends ViewRequests, matches the replies by id and
 // gathers an open's content chunks. Requests fail with a ViewError carrying the errno name.
+import { constants } from 'node:os';
 import { MessageReader, writeMessage } from '../transport/messages.ts';
 import type { Stream } from '../transport/stream.ts';
 import {
@@ -17,6 +18,12 @@ export class ViewError extends Error {
   constructor(code: string, message = code) {
     super(message);
     this.code = code;
+  }
+
+  /** The errno number the program gets (EIO for a name this kernel does not have). */
+  get errno(): number {
+    const n = constants.errno[this.code as keyof typeof constants.errno];
+    return typeof n === 'number' ? n : constants.errno.EIO;
   }
 }
 
