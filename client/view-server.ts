@@ -627,7 +627,7 @@ export class ViewServer {
     await mkdir(e.host, { mode: req.mode & 0o7777 });
     // The device applied the program's umask; this process's own must not apply too.
     await chmod(e.host, req.mode & 0o7777);
-    return done({ ok: true });
+    return done({ ok: true, changed: [e.path] });
   }
 
   private async mknod(req: Req<'mknod'>): Promise<Outcome> {
@@ -646,12 +646,12 @@ export class ViewServer {
       if (await lstatOrNull(e.host)) throw new ViewError('EEXIST');
       // The mode comes with the program's umask applied; mkfifo -m takes it as it is.
       await tool('mkfifo', ['-m', perm.toString(8), '--', e.host]);
-      return done({ ok: true });
+      return done({ ok: true, changed: [e.path] });
     }
     const fh = await open(e.host, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, perm);
     await fh.chmod(perm);
     await fh.close();
-    return done({ ok: true });
+    return done({ ok: true, changed: [e.path] });
   }
 
   private async unlink(req: Req<'unlink'>): Promise<Outcome> {
@@ -663,7 +663,7 @@ export class ViewServer {
       throw new ViewError(st.isDirectory() ? 'EISDIR' : 'ENOTDIR');
     }
     await unlink(e.host);
-    return done({ ok: true });
+    return done({ ok: true, changed: [e.path] });
   }
 
   private async rmdir(req: Req<'rmdir'>): Promise<Outcome> {
@@ -671,7 +671,7 @@ export class ViewServer {
     if (e.where === 'device') return done({ ok: true, device: e.path });
     if (e.mount.readonly) throw new ViewError('EROFS');
     await rmdir(e.host);
-    return done({ ok: true });
+    return done({ ok: true, changed: [e.path] });
   }
 
   private async rename(req: Req<'rename'>): Promise<Outcome> {
@@ -691,7 +691,7 @@ export class ViewServer {
     // Under the exclusive lock no other request can create `to` in between.
     if (req.noreplace && (await lstatOrNull(b.host))) throw new ViewError('EEXIST');
     await rename(a.host, b.host);
-    return done({ ok: true });
+    return done({ ok: true, changed: [a.path, b.path] });
   }
 
   private async link(req: Req<'link'>): Promise<Outcome> {
@@ -703,7 +703,7 @@ export class ViewServer {
     if (to.slash) return slashCreate(to);
     if (to.mount.readonly) return readOnlyCreate(to);
     await link(from.host, to.host);
-    return done({ ok: true });
+    return done({ ok: true, changed: [from.path, to.path] });
   }
 
   private async symlink(req: Req<'symlink'>): Promise<Outcome> {
@@ -713,7 +713,7 @@ export class ViewServer {
     if (e.mount.readonly) return readOnlyCreate(e);
     // The target is kept as given: it is a view path, resolved in the view when followed.
     await symlink(req.target, e.host);
-    return done({ ok: true });
+    return done({ ok: true, changed: [e.path] });
   }
 
   private async chmod(req: Req<'chmod'>): Promise<Outcome> {
@@ -722,7 +722,7 @@ export class ViewServer {
     // Linux cannot change a symlink's mode (fchmodat2 with AT_SYMLINK_NOFOLLOW says so).
     if (n.st.isSymbolicLink()) throw new ViewError('EOPNOTSUPP');
     await chmod(n.host, req.mode & 0o7777);
-    return done({ ok: true });
+    return done({ ok: true, changed: [n.path] });
   }
 
   private async chown(req: Req<'chown'>): Promise<Outcome> {
@@ -730,7 +730,7 @@ export class ViewServer {
     if (typeof n === 'string') return done({ ok: true, device: n });
     // lchown: the walk left either a non-link or the link itself to change.
     await lchown(n.host, req.uid, req.gid);
-    return done({ ok: true });
+    return done({ ok: true, changed: [n.path] });
   }
 
   private async utimens(req: Req<'utimens'>): Promise<Outcome> {
@@ -741,7 +741,7 @@ export class ViewServer {
     const n = await this.writable(req.path, req.follow);
     if (typeof n === 'string') return done({ ok: true, device: n });
     await setTimes(n.host, req.atime, req.mtime);
-    return done({ ok: true });
+    return done({ ok: true, changed: [n.path] });
   }
 
   private async truncate(req: Req<'truncate'>): Promise<Outcome> {
@@ -757,7 +757,7 @@ export class ViewServer {
     } finally {
       await fh.close();
     }
-    return done({ ok: true });
+    return done({ ok: true, changed: [n.path] });
   }
 
   private async statfs(req: Req<'statfs'>): Promise<Outcome> {

@@ -74,6 +74,7 @@ interface Addon {
   inotifyInit(): number;
   inotifyAddWatch(fd: number, path: string, mask: number): number;
   inotifyRmWatch(fd: number, wd: number): void;
+  inotifyRead(fd: number, buf: Buffer): number;
 }
 
 // TETHER_ADDON: packaged builds extract the addon somewhere else than the repository.
@@ -128,8 +129,10 @@ export const readString: (pid: number, addr: bigint, max: number) => Buffer | nu
 export const writeMem: (pid: number, addr: bigint, data: Buffer) => void = addon.writeMem;
 /** Raw wait status of exactly this pid or thread (__WALL, WNOHANG), or null. */
 export const waitStatus: (pid: number) => number | null = addon.waitStatus;
-/** A non-blocking, close-on-exec inotify fd; events are read with fs.readSync. */
+/** A non-blocking, close-on-exec inotify fd; events are read with inotifyRead. */
 export const inotifyInit: () => number = addon.inotifyInit;
 export const inotifyAddWatch: (fd: number, path: string, mask: number) => number =
   addon.inotifyAddWatch;
 export const inotifyRmWatch: (fd: number, wd: number) => void = addon.inotifyRmWatch;
+/** Reads queued events into buf: the byte count, 0 when none is queued. */
+export const inotifyRead: (fd: number, buf: Buffer) => number = addon.inotifyRead;

@@ -28,6 +28,7 @@ import { prepareExec } from './exec-view.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import { fdPos, fdTarget, umaskOf } from './procfs.ts';
+import { RecentAnswers } from './recent-answers.ts';
 import { type Action, fail, type Proc, pass, ret, type SyscallStop } from './tracer.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from './view-client.ts';
 import type { ViewMemory } from './view-memory.ts';
@@ -36,7 +37,6 @@ import { WorkingCopies } from './working-copies.ts';
 const E = constants.errno;
 /** How long a lookup in a writable mount answers again without asking (NFS's attribute cache
  * keeps them for seconds; changes this run makes through the view clear it at once). */
-const RECENT_MS = 1000;
 const SEEK_SET = 0;
 const X_OK = 1;
 
@@ -102,10 +102,10 @@ export class Redirector {
   /** Unix sockets at host view paths, by view path. */
   private readonly sockets = new Map<string, string>();
   /**
-   * Lookups in writable mounts from the last RECENT_MS, forgotten at any change this run
-   * makes: `ls -l` asks statx, lgetxattr and getxattr about each file, one round trip is enough.
+   * Lookups and access checks in writable mounts from the last moment: `ls -l` asks statx,
+   * lgetxattr and getxattr about each file, a loop of programs opens the same inputs.
    */
-  private readonly recent = new Map<string, { node: ViewNode; at: number }>();
+  private readonly recent = new RecentAnswers();
   /** Path arguments per stop, for trace logs. */
   private readonly pathsRead = new WeakMap<SyscallStop, string[]>();
   /** The traced process with this pid, if any (set by the session that owns the tracer). */
@@ -120,6 +120,7 @@ export class Redirector {
     this.dirRoot = join(run.scratch, 'dirs');
     mkdirSync(this.dirRoot, { recursive: true });
     this.work = new WorkingCopies(join(run.scratch, 'work'), run.client, run.owner, run.log);
+    run.client.gate = () => this.work.inFlight;
   }
 
   /** Syscall names to trap per ABI (those with a handler). */
@@ -134,8 +135,8 @@ export class Redirector {
   onSyscall(s: SyscallStop): Action | Promise<Action> {
     const h = HANDLERS[s.name];
     if (!h) return pass;
-    const settled = this.work.settleClosed();
-    if (settled) return settled.then(() => this.decide(h, s));
+    // Write-backs start now; the host gets them before any request this call makes.
+    this.work.settleClosed();
     return this.decide(h, s);
   }
 
@@ -359,14 +360,34 @@ export class Redirector {
     const k = `${follow ? 'f' : 'n'}${path}`;
     const hit = this.roHit(path, k);
     if (hit) return hit;
-    const recent = this.recent.get(k);
-    if (recent && performance.now() - recent.at < RECENT_MS) return this.work.overlay(recent.node);
+    const recent = this.recent.node(path, follow);
+    if (recent) return this.work.overlay(recent);
     return this.fetchLookup(path, follow, k);
   }
 
-  /** A change made through the view: recent answers about writable mounts may be stale. */
-  forget(): void {
-    this.recent.clear();
+  /** What an open told about `path` and the file it names: later lookups need no round trip. */
+  opened(path: string, follow: boolean, node: ViewNode): void {
+    if (node.where !== 'host' || this.mountOf(node.path).readonly) return;
+    if (node.path !== path) this.recent.forget(node.path);
+    this.recent.setNode(path, follow, node);
+    if (node.path !== path) this.recent.setNode(node.path, false, node);
+  }
+
+  /**
+   * A change this run makes through the view: what it may have made stale is forgotten, under
+   * the paths the program named and the canonical paths the host changed (`rm link/x` changes
+   * dir/x when link points to dir).
+   */
+  changed(req: ViewRequestBody, canonical: string[] = []): void {
+    // A rename moves, a mode or owner change guards, everything below a directory.
+    const subtree = req.op === 'rename' || req.op === 'chmod' || req.op === 'chown';
+    const named =
+      req.op === 'rename' || req.op === 'link'
+        ? [req.from, req.to]
+        : 'path' in req
+          ? [req.path]
+          : [];
+    for (const p of [...named, ...canonical]) this.recent.forget(p, subtree);
   }
 
   private async fetchLookup(path: string, follow: boolean, k: string): Promise<ViewNode> {
@@ -375,14 +396,7 @@ export class Redirector {
       const node = await this.run.client.lookup(path, follow);
       if (ro && (node.where === 'device' || this.mountOf(node.path).readonly))
         this.mem.roLookups.set(k, node);
-      else {
-        if (this.recent.size >= 10_000) this.recent.clear();
-        const at = performance.now();
-        this.recent.set(k, { node, at });
-        // Not a symlink: following it changes nothing (ls -l lstats, then getxattr follows).
-        if (!follow && node.where === 'host' && (node.st.mode & 0o170000) !== 0o120000)
-          this.recent.set(`f${path}`, { node, at });
-      }
+      else this.recent.setNode(path, follow, node);
       return this.work.overlay(node);
     } catch (e) {
       if (ro && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
@@ -400,21 +414,24 @@ export class Redirector {
     mode: number,
     follow: boolean,
   ): 0 | { device: string } | Promise<0 | { device: string }> {
+    const kind = `a${mode}${follow ? 'f' : 'n'}`;
     const k = `${mode}${follow ? 'f' : 'n'}${path}`;
     const ro = this.mountOf(path).readonly;
-    if (ro) {
-      const hit = this.mem.roAccess.get(k);
-      if (typeof hit === 'string') throw new ViewError(hit);
-      if (hit !== undefined) return hit;
-    }
+    const hit = ro ? this.mem.roAccess.get(k) : this.recent.get(path, kind);
+    if (typeof hit === 'string') throw new ViewError(hit);
+    if (hit === 0 || (ro && hit !== undefined)) return hit as 0 | { device: string };
     return this.run.client.simple({ op: 'access', path, mode, follow }).then(
       (res) => {
         const answer = res ?? 0;
         if (ro) this.mem.roAccess.set(k, answer);
+        else if (answer === 0) this.recent.set(path, kind, 0);
         return answer;
       },
       (e: unknown) => {
-        if (ro && e instanceof ViewError) this.mem.roAccess.set(k, e.code);
+        if (e instanceof ViewError) {
+          if (ro) this.mem.roAccess.set(k, e.code);
+          else this.recent.set(path, kind, e.code);
+        }
         throw e;
       },
     );
@@ -507,6 +524,10 @@ export class Redirector {
         if (file) return { node: hit, file };
       }
     }
+    if (!ro && extraFlags.length === 0) {
+      const known = this.knownContent(path);
+      if (known) return known;
+    }
     let have = this.mem.haveKey.get(path) ?? null;
     if (have && !this.run.cache.get(have)) have = null;
     let r: Awaited<ReturnType<ViewClient['open']>>;
@@ -541,7 +562,22 @@ export class Redirector {
     this.mem.haveKey.set(node.path, key);
     this.mem.keyInfo.set(key, { path: node.path, st: node.st });
     if (ro) this.mem.roLookups.set(k, node);
+    else if (extraFlags.length === 0) this.opened(path, true, node);
     return { node, file };
+  }
+
+  /**
+   * The cached content of a writable mount's file, when a recent lookup shows the host file
+   * as it was when that content was fetched (same inode, size, mtime and ctime).
+   */
+  private knownContent(path: string): { node: ViewNode; file: string } | null {
+    const node = this.recent.node(path, true);
+    if (node?.where !== 'host' || (node.st.mode & 0o170000) !== 0o100000) return null;
+    const key = this.mem.haveKey.get(node.path);
+    const info = key === undefined ? undefined : this.mem.keyInfo.get(key);
+    if (!info || !sameVersion(info.st, node.st)) return null;
+    const file = this.run.cache.get(key!);
+    return file ? { node, file } : null;
   }
 
   stKind(s: SyscallStop): StatKind {
@@ -567,13 +603,10 @@ export class Redirector {
       // The walk that listed it stats every entry next: it has the answers already.
       const at = performance.now();
       const ro = this.mountOf(path).readonly;
-      if (this.recent.size > 50_000) this.recent.clear();
       for (const e of entries) {
         if (!e.st || ro) continue;
         const child = path === '/' ? `/${e.name}` : `${path}/${e.name}`;
-        const entry: ViewNode = { where: 'host', path: child, st: e.st };
-        this.recent.set(`n${child}`, { node: entry, at });
-        if ((e.st.mode & 0o170000) !== 0o120000) this.recent.set(`f${child}`, { node: entry, at });
+        this.recent.setNode(child, false, { where: 'host', path: child, st: e.st }, at);
       }
       list = [
         encodeDirent64(ino, 1, 4, '.'),
@@ -646,17 +679,19 @@ async function doOpenAsync(
   const localFlags = BigInt(flags & ~(F.O_CREAT | F.O_EXCL | (writing ? 0 : F.O_TRUNC)));
   const extra = flagsIdx === null ? undefined : new Map([[flagsIdx, localFlags]]);
   if (writing || names.includes('creat') || names.includes('trunc')) {
-    r.forget();
-    const res = await r.run.client.open({
+    const req = {
       op: 'open',
       path,
       flags: names,
       mode: mode & 0o7777 & ~umaskOf(s.tid),
       have: null,
-    });
+    } as const;
+    r.changed(req);
+    const res = await r.run.client.open(req);
     if ('device' in res) return r.rewrite(s, [[pathIdx, res.device]]);
     const { node } = res;
     if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
+    r.opened(path, !(flags & F.O_NOFOLLOW), node);
     if ((node.st.mode & 0o170000) === 0o040000)
       return r.rewrite(s, [[pathIdx, r.placeholder(node.path)]], extra);
     if (!writing) {
@@ -695,6 +730,19 @@ async function doOpenAsync(
   if (file === null) return fail(type === 0o120000 ? E.ELOOP : E.ENXIO);
   const w = r.work.existing(node.path);
   return r.rewrite(s, [[pathIdx, w ?? file]], extra);
+}
+
+/** Whether two host attributes describe the same version of the same file. */
+function sameVersion(a: ViewStat, b: ViewStat): boolean {
+  return (
+    a.dev === b.dev &&
+    a.ino === b.ino &&
+    a.size === b.size &&
+    a.mtime[0] === b.mtime[0] &&
+    a.mtime[1] === b.mtime[1] &&
+    a.ctime[0] === b.ctime[0] &&
+    a.ctime[1] === b.ctime[1]
+  );
 }
 
 /** f(v) now when v is known, else when it arrives. */
@@ -752,10 +800,10 @@ async function doSimple(
   const dev = r.local(path);
   if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
   const b = body(path);
-  const res = await r.run.client.simple(b);
-  if (res) return r.rewrite(s, [[pathIdx, res.device]]);
-  r.work.afterChange(b);
-  r.forget();
+  const res = await r.run.client.change(b);
+  if (!Array.isArray(res)) return r.rewrite(s, [[pathIdx, res.device]]);
+  r.work.afterChange(b, res);
+  r.changed(b, res);
   return ret(0);
 }
 
@@ -780,10 +828,10 @@ async function doTwo(
     ]);
   if (da !== null || db !== null) return fail(E.EXDEV);
   const req = body(a, b);
-  const res = await r.run.client.simple(req);
-  if (res) return fail(E.EXDEV);
-  r.work.afterChange(req);
-  r.forget();
+  const res = await r.run.client.change(req);
+  if (!Array.isArray(res)) return fail(E.EXDEV);
+  r.work.afterChange(req, res);
+  r.changed(req, res);
   return ret(0);
 }
 
@@ -1241,8 +1289,9 @@ function fdMeta(
   if (path === null) return pass;
   return (async () => {
     await r.work.flushFd(s.proc.pid, fd);
-    await r.run.client.simple(body(path));
-    r.forget();
+    const req = body(path);
+    const res = await r.run.client.change(req);
+    r.changed(req, Array.isArray(res) ? res : []);
     r.work.markSynced(s.proc.pid, fd);
     return ret(0);
   })();

@@ -130,8 +130,8 @@ export interface TracerHooks {
   onSyscall(stop: SyscallStop): Action | Promise<Action>;
   /** A process's exec succeeded. */
   onExec?(proc: Proc): void;
-  /** A task is about to exit (its files still open); it stays stopped until this settles. */
-  onTaskExit?(task: Task): Promise<void> | undefined;
+  /** A task is about to exit (its files still open). */
+  onTaskExit?(task: Task): void;
   /** The root process ended (its wait status); the run is over once it is reaped. */
   onRootExit(ev: WaitEvent): void;
 }
@@ -318,21 +318,12 @@ export class Tracer {
   }
 
   private exiting(task: Task): void {
-    const done = () => {
-      task.busy = false;
-      if (this.tasks.has(task.tid)) this.resume(task, 0);
-    };
-    let p: Promise<void> | undefined;
     try {
-      p = this.hooks.onTaskExit?.(task);
+      this.hooks.onTaskExit?.(task);
     } catch (e) {
       this.log.error({ tid: task.tid, err: (e as Error).message }, 'exit hook failed');
     }
-    if (!(p instanceof Promise)) return done();
-    task.busy = true;
-    p.catch((e: Error) =>
-      this.log.error({ tid: task.tid, err: e.message }, 'exit hook failed'),
-    ).finally(done);
+    this.resume(task, 0);
   }
 
   private syscallStop(task: Task): void {

@@ -53,6 +53,11 @@ export class ViewClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closed: Error | null = null;
+  /**
+   * What requests wait for before they are sent: the run's write-backs in flight, so the host
+   * has a process's writes before anything asked after them (a lookup, an exec, a rename).
+   */
+  gate: () => Promise<void> | null = () => null;
 
   constructor(stream: Stream) {
     this.stream = stream;
@@ -97,6 +102,11 @@ export class ViewClient {
   }
 
   private send(body: ViewRequestBody, extra?: Partial<Pending>): Promise<Ok> {
+    const held = this.gate();
+    return held ? held.then(() => this.sendNow(body, extra)) : this.sendNow(body, extra);
+  }
+
+  private sendNow(body: ViewRequestBody, extra?: Partial<Pending>): Promise<Ok> {
     if (this.closed) return Promise.reject(this.closed);
     const id = this.nextId++;
     return new Promise<Ok>((resolve, reject) => {
@@ -115,6 +125,21 @@ export class ViewClient {
   async simple(body: ViewRequestBody): Promise<{ device: string } | null> {
     const r = await this.send(body);
     return 'device' in r ? { device: r.device } : null;
+  }
+
+  /**
+   * A change (mkdir, unlink, rename, chmod…): a device path to use instead, or the canonical
+   * view paths of the entries the host changed.
+   */
+  async change(body: ViewRequestBody): Promise<{ device: string } | string[]> {
+    const r = await this.send(body);
+    if ('device' in r) return { device: r.device };
+    return 'changed' in r ? r.changed : [];
+  }
+
+  /** A working copy's bytes to the host file: never held behind the gate (it is the gate). */
+  async writeBack(body: Extract<ViewRequestBody, { op: 'write' }>): Promise<void> {
+    await this.sendNow(body);
   }
 
   async readlink(path: string): Promise<string | { device: string }> {

@@ -188,8 +188,10 @@ export class ViewSession {
           });
         },
         onExec: (proc) => procs.set(proc.pid, proc),
-        // A process's writes reach the host before its parent can see it gone.
-        onTaskExit: () => (r.work.dirty ? r.work.flushAll() : undefined),
+        // A process's writes go to the host as it exits, ahead of any later request of the run.
+        onTaskExit: () => {
+          r.work.flushAll();
+        },
         onRootExit: (ev) => {
           r.work.flushAll().finally(() => onExit(ev, firstExec));
         },

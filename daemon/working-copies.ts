@@ -1,16 +1,16 @@
 // Host files opened for writing get a local working copy on the device; the program's writes
 // (and writable shared mappings) land there at local speed, and the copy is written back to
 // the host file in place when its last writer closes it (inotify IN_CLOSE_WRITE, which fires
-// only after a shared mapping is gone too), at fsync, and before any process exits. Later
-// opens of the same path in the run use the copy, so readers on the device see the writes
-// at once; the host sees them at those points, with its own clock on the timestamps.
+// only after a shared mapping is gone too), at fsync, and when a process exits. Later opens
+// of the same path in the run use the copy, so readers on the device see the writes at once;
+// the host sees them at those points, with its own clock on the timestamps, and always before
+// any later request of the run reaches it (the view client holds requests behind write-backs).
 import {
   chownSync,
   closeSync,
   copyFileSync,
   mkdirSync,
   readFileSync,
-  readSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
@@ -22,6 +22,7 @@ import * as native from './native.ts';
 import { fdTarget } from './procfs.ts';
 import type { ViewClient, ViewRequestBody } from './view-client.ts';
 
+const IN_MODIFY = 0x2;
 const IN_CLOSE_WRITE = 0x8;
 /** Write-back messages stay well under the transport's message limit. */
 const PIECE = 1024 * 1024;
@@ -47,6 +48,12 @@ export class WorkingCopies {
   private readonly byPath = new Map<string, Copy>();
   private readonly byFile = new Map<string, Copy>();
   private readonly byWd = new Map<number, Copy>();
+  /**
+   * Copies that may differ from the host: open for writing, written (IN_MODIFY) or closed since
+   * their last write-back. Only these are looked at when a process exits.
+   */
+  private readonly active = new Set<Copy>();
+  private readonly events = Buffer.alloc(64 * 1024);
   private inotify = -1;
   private next = 1;
   private flushing: Promise<void> = Promise.resolve();
@@ -71,6 +78,7 @@ export class WorkingCopies {
     const have = this.byPath.get(node.path);
     if (have) {
       have.writers++;
+      this.active.add(have);
       return have.file;
     }
     const file = join(this.dir, String(this.next++));
@@ -81,13 +89,14 @@ export class WorkingCopies {
     // The program opens it with its own ids.
     chownSync(file, this.owner.uid, this.owner.gid);
     if (this.inotify < 0) this.inotify = native.inotifyInit();
-    const wd = native.inotifyAddWatch(this.inotify, file, IN_CLOSE_WRITE);
+    const wd = native.inotifyAddWatch(this.inotify, file, IN_CLOSE_WRITE | IN_MODIFY);
     const copy: Copy = { path: node.path, file, wd, synced: '', detached: false, writers: 1 };
     // A new copy of a truncated or new file differs from the host only once written.
     copy.synced = content || cached ? stamp(file) : '';
     this.byPath.set(node.path, copy);
     this.byFile.set(file, copy);
     this.byWd.set(wd, copy);
+    this.active.add(copy);
     return file;
   }
 
@@ -134,16 +143,25 @@ export class WorkingCopies {
     }
   }
 
-  /** Keeps the table true after a host change made through the view. */
-  afterChange(req: ViewRequestBody): void {
-    if (req.op === 'unlink') this.detach(req.path);
-    else if (req.op === 'rename') {
-      const c = this.byPath.get(req.from);
-      this.detach(req.to);
-      if (c && !req.exchange) {
-        this.byPath.delete(req.from);
-        c.path = req.to;
-        this.byPath.set(req.to, c);
+  /**
+   * Keeps the table true after a host change made through the view; `canonical`: the view
+   * paths the host changed, links resolved (copies are kept under those).
+   */
+  afterChange(req: ViewRequestBody, canonical: string[]): void {
+    if (req.op === 'unlink') {
+      this.detach(req.path);
+      for (const p of canonical) this.detach(p);
+    } else if (req.op === 'rename') {
+      const [from, to] = canonical.length === 2 ? canonical : [req.from, req.to];
+      if (from === undefined || to === undefined || from === to || req.exchange) return;
+      // A directory's rename moves the copies below it too; what `to` named is gone.
+      const under = (p: string, dir: string) => p === dir || p.startsWith(`${dir}/`);
+      for (const c of [...this.byPath.values()]) if (under(c.path, to)) this.detach(c.path);
+      for (const c of [...this.byPath.values()]) {
+        if (!under(c.path, from)) continue;
+        this.byPath.delete(c.path);
+        c.path = to + c.path.slice(from.length);
+        this.byPath.set(c.path, c);
       }
     }
   }
@@ -153,52 +171,45 @@ export class WorkingCopies {
     if (!c) return;
     c.detached = true;
     this.byPath.delete(path);
+    this.active.delete(c);
   }
 
-  /**
-   * Writes back every copy closed by a writer since the last call; the promise of the
-   * write-backs in flight, or null when there are none (the caller may go on at once).
-   */
-  settleClosed(): Promise<void> | null {
-    if (this.inotify < 0) return this.pending > 0 ? this.flushing : null;
+  /** Starts the write-back of every copy closed by a writer since the last call. */
+  settleClosed(): void {
+    if (this.inotify < 0) return;
     const closed = new Set<Copy>();
-    const buf = Buffer.alloc(64 * 1024);
+    const buf = this.events;
     for (;;) {
-      let n: number;
-      try {
-        n = readSync(this.inotify, buf);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
-        throw e;
-      }
+      const n = native.inotifyRead(this.inotify, buf);
+      if (n === 0) break;
       for (let off = 0; off + 16 <= n; ) {
         const wd = buf.readInt32LE(off);
         const mask = buf.readUInt32LE(off + 4);
         const len = buf.readUInt32LE(off + 12);
         off += 16 + len;
         const c = this.byWd.get(wd);
-        if (c && mask & IN_CLOSE_WRITE) {
+        if (!c || c.detached) continue;
+        // A writer the view did not open (a reopened /proc/self/fd link) shows by its writes.
+        if (mask & IN_MODIFY) this.active.add(c);
+        if (mask & IN_CLOSE_WRITE) {
           c.writers = Math.max(0, c.writers - 1);
           closed.add(c);
         }
       }
     }
     if (closed.size > 0) this.queue([...closed]);
-    return this.pending > 0 ? this.flushing : null;
   }
 
-  /** Writes back every changed copy (a process is exiting: its writes must be on the host). */
+  /** Writes back every changed copy (a process exits: its writes go to the host). */
   flushAll(): Promise<void> {
     this.settleClosed();
-    this.queue([...this.byFile.values()]);
+    this.queue([...this.active]);
     return this.flushing;
   }
 
-  /** Whether any copy may differ from the host (a process exit then waits for write-backs). */
-  get dirty(): boolean {
-    for (const c of this.byFile.values())
-      if (!c.detached && stamp(c.file) !== c.synced) return true;
-    return this.pending > 0;
+  /** The write-backs in flight, or null: a request to the host waits for them. */
+  get inFlight(): Promise<void> | null {
+    return this.pending > 0 ? this.flushing : null;
   }
 
   async flushFd(pid: number, fd: number): Promise<void> {
@@ -231,6 +242,8 @@ export class WorkingCopies {
         } catch (e) {
           this.log.warn({ path: c.path, err: (e as Error).message }, 'write-back failed');
         }
+        // Nobody can write it now without opening it through the view, or without IN_MODIFY.
+        if (c.writers === 0 && stamp(c.file) === c.synced) this.active.delete(c);
       }
       this.pending--;
     });
@@ -243,7 +256,7 @@ export class WorkingCopies {
     const data = readFileSync(c.file);
     c.synced = now;
     for (let off = 0; off === 0 || off < data.length; off += PIECE) {
-      await this.client.simple({
+      await this.client.writeBack({
         op: 'write',
         path: c.path,
         offset: off,

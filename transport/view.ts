@@ -129,6 +129,8 @@ export interface StatFs {
 export type ViewReply = { id: number } & (
   | { ok: false; errno: string }
   | { ok: true; device: string }
+  /** A change was made: the canonical view paths of the entries it changed (links resolved). */
+  | { ok: true; changed: string[] }
   | { ok: true; node: ViewNode }
   | { ok: true; target: string }
   | { ok: true; entries: DirEntry[] }
@@ -342,6 +344,11 @@ export function parseViewReply(x: unknown): ViewReply | ViewChunk {
   if ('device' in x) {
     if (!isViewPath(x.device)) throw bad('view reply: bad device path');
     return { id, ok: true, device: x.device };
+  }
+  if ('changed' in x) {
+    if (!Array.isArray(x.changed) || !x.changed.every(isViewPath))
+      throw bad('view reply: bad changed paths');
+    return { id, ok: true, changed: x.changed as string[] };
   }
   if ('key' in x) {
     if (!viewNode(x.node) || !isStr(x.key) || !isBool(x.content)) throw bad('bad open reply');

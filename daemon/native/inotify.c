@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/inotify.h>
+#include <unistd.h>
 
 static napi_value js_inotify_init(napi_env env, napi_callback_info info) {
   (void)info;
@@ -51,11 +52,41 @@ static napi_value js_inotify_rm_watch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* inotifyRead(fd, buf) -> bytes read, 0 when no event is queued. Polled at every trapped call,
+ * so an empty queue is an answer, not an exception. */
+static napi_value js_inotify_read(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  int64_t fd;
+  bool is_buf;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    type_error(env, "inotifyRead(fd, buf)", "called with two arguments");
+    return NULL;
+  }
+  if (!get_int(env, argv[0], "fd", 0, INT_MAX, &fd)) return NULL;
+  if (napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf) {
+    type_error(env, "buf", "a Buffer");
+    return NULL;
+  }
+  void *data;
+  size_t len;
+  napi_get_buffer_info(env, argv[1], &data, &len);
+  ssize_t n;
+  do n = read((int)fd, data, len);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && errno != EAGAIN) return throw_errno(env, "read(inotify)", errno);
+  napi_value res;
+  napi_create_int64(env, n < 0 ? 0 : n, &res);
+  return res;
+}
+
 napi_value inotify_init_module(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"inotifyInit", NULL, js_inotify_init, NULL, NULL, NULL, napi_enumerable, NULL},
       {"inotifyAddWatch", NULL, js_inotify_add_watch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"inotifyRmWatch", NULL, js_inotify_rm_watch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"inotifyRead", NULL, js_inotify_read, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   return exports;

@@ -96,6 +96,53 @@ t.test('a file written by one program is read by the next in the same shell', as
   t.equal(r.stdout, 'int main(void){return 7;}nonempty\n');
 });
 
+t.test("an exited writer's bytes reach the host before the next request", async (t) => {
+  // /bin/echo runs as its own process: its file is written back as it exits, and the mv
+  // that follows at once must rename the finished file, not an empty or missing one.
+  const r = await run([
+    'sh',
+    '-c',
+    'i=0; while [ $i -lt 20 ]; do /bin/echo $i > w$i.txt; mv w$i.txt m$i.txt; i=$((i+1)); done',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  for (let i = 0; i < 20; i++) t.equal(readFileSync(join(work, `m${i}.txt`), 'utf8'), `${i}\n`);
+  t.notOk(existsSync(join(work, 'w19.txt')));
+});
+
+t.test("answers remembered in a run follow the run's own changes", async (t) => {
+  writeFileSync(join(work, 'seen.txt'), 'old\n');
+  const r = await run([
+    'sh',
+    '-c',
+    [
+      'cat seen.txt',
+      'echo newer > seen.txt',
+      'cat seen.txt',
+      'mv seen.txt moved.txt',
+      'test -e seen.txt || echo seen-gone',
+      'mkdir -p dd && echo inner > dd/x',
+      'cat dd/x',
+      'mv dd ee',
+      'cat ee/x',
+      'test -e dd/x || echo dd-gone',
+      'cat dd/x 2>/dev/null || echo no-dd-x',
+      'echo more >> ee/x',
+      'ln -s ee lnk && cat lnk/x && cp lnk/x kept.txt && rm lnk/x',
+      'test -e ee/x || echo x-gone',
+      'cat ee/x 2>/dev/null || echo no-ee-x',
+    ].join('; '),
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(
+    r.stdout,
+    'old\nnewer\nseen-gone\ninner\ninner\ndd-gone\nno-dd-x\ninner\nmore\nx-gone\nno-ee-x\n',
+  );
+  t.equal(readFileSync(join(work, 'moved.txt'), 'utf8'), 'newer\n');
+  t.equal(readFileSync(join(work, 'kept.txt'), 'utf8'), 'inner\nmore\n');
+  t.notOk(existsSync(join(work, 'ee/x')));
+  t.notOk(existsSync(join(work, 'dd')));
+});
+
 t.test('mkdir, rename, unlink, symlink and chmod reach the host', async (t) => {
   const r = await run([
     'sh',

@@ -544,6 +544,34 @@ t.test('access, mkdir, mknod', async (t) => {
   t.equal(await errno(s, { op: 'mknod', path: '/ro/n', mode: 0o100640 }), 'EROFS');
 });
 
+t.test('a change names the canonical paths it changed', async (t) => {
+  const f = fixture(t);
+  const s = f.server;
+  writeFileSync(join(f.sys, 'usr/bin/gone'), 'x');
+  t.same(await ask(s, { op: 'unlink', path: '/bin/gone' }), {
+    ok: true,
+    changed: ['/usr/bin/gone'],
+  });
+  t.same(
+    await ask(s, {
+      op: 'rename',
+      from: '/bin/tool',
+      to: '/dir/tool',
+      noreplace: false,
+      exchange: false,
+    }),
+    { ok: true, changed: ['/usr/bin/tool', '/dir/tool'] },
+  );
+  t.same(await ask(s, { op: 'chmod', path: '/bin', mode: 0o755, follow: true }), {
+    ok: true,
+    changed: ['/usr/bin'],
+  });
+  t.same(await ask(s, { op: 'mkdir', path: '/bin/sub', mode: 0o755 }), {
+    ok: true,
+    changed: ['/usr/bin/sub'],
+  });
+});
+
 t.test('unlink, rmdir, rename, link, symlink', async (t) => {
   const f = fixture(t);
   const s = f.server;

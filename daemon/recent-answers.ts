@@ -1,0 +1,83 @@
+// What a run learned lately about paths in writable mounts: lookups and access checks, each
+// trusted for RECENT_MS (others may change the host meanwhile, as NFS's attribute cache
+// allows). A change the run makes itself forgets exactly the paths it touched, so a loop
+// that reads three files and writes a fourth keeps its answers about the three.
+import { dirname } from 'node:path';
+import type { ViewNode } from '../transport/view.ts';
+
+export const RECENT_MS = 1000;
+/** Paths remembered at most; beyond it everything is dropped (a walk of a huge tree). */
+const MAX_PATHS = 50_000;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+
+/** A lookup's node ('f' following the last link, 'n' not), or an access answer (0 or errno). */
+type Answer = ViewNode | 0 | string;
+
+export class RecentAnswers {
+  /** Per asked path: kind ('f', 'n', 'a<mode><f|n>') → answer and when it came. */
+  private readonly byPath = new Map<string, Map<string, { answer: Answer; at: number }>>();
+  /** Paths whose answer is a node found under another path (through a symlink), by that path. */
+  private readonly viaLink = new Map<string, Set<string>>();
+
+  get(path: string, kind: string): Answer | undefined {
+    const hit = this.byPath.get(path)?.get(kind);
+    return hit && performance.now() - hit.at < RECENT_MS ? hit.answer : undefined;
+  }
+
+  /** A node for `path` ('f': following its last link, 'n': not). */
+  node(path: string, follow: boolean): ViewNode | undefined {
+    const hit = this.get(path, follow ? 'f' : 'n');
+    return typeof hit === 'object' ? hit : undefined;
+  }
+
+  set(path: string, kind: string, answer: Answer, at = performance.now()): void {
+    let facts = this.byPath.get(path);
+    if (!facts) {
+      if (this.byPath.size >= MAX_PATHS) this.clear();
+      facts = new Map();
+      this.byPath.set(path, facts);
+    }
+    facts.set(kind, { answer, at });
+    if (typeof answer === 'object' && answer.path !== path) {
+      const via = this.viaLink.get(answer.path);
+      if (via) via.add(path);
+      else this.viaLink.set(answer.path, new Set([path]));
+    }
+  }
+
+  /** A host node learned for `path`, under both kinds when it is no symlink. */
+  setNode(path: string, follow: boolean, node: ViewNode, at = performance.now()): void {
+    this.set(path, follow ? 'f' : 'n', node, at);
+    // Not a symlink: following it changes nothing (ls -l lstats, then getxattr follows).
+    if (node.where === 'host' && node.path === path && (node.st.mode & S_IFMT) !== 0o120000)
+      this.set(path, follow ? 'n' : 'f', node, at);
+  }
+
+  /**
+   * The run changed `path` (its entry, contents or attributes): answers about it and its
+   * directory go. `subtree`: the change may reach paths below it (a rename or a permission
+   * change of a directory); unless `path` is known to be no directory, everything goes.
+   */
+  forget(path: string, subtree = false): void {
+    if (subtree) {
+      const known = this.byPath.get(path)?.get('n')?.answer;
+      const notDir =
+        typeof known === 'object' && known.where === 'host' && (known.st.mode & S_IFMT) !== S_IFDIR;
+      if (!notDir) return this.clear();
+    }
+    for (const p of [path, dirname(path)]) {
+      this.byPath.delete(p);
+      const via = this.viaLink.get(p);
+      if (via) {
+        for (const q of via) this.byPath.delete(q);
+        this.viaLink.delete(p);
+      }
+    }
+  }
+
+  clear(): void {
+    this.byPath.clear();
+    this.viaLink.clear();
+  }
+}
