@@ -2,10 +2,11 @@
 // each signal triggers passes of waitpid over our own pids until a full pass finds nothing.
 // Never waitpid(-1): libuv reaps child_process children itself and must keep seeing them.
 import { type ExitStatus, waitpid } from './native.ts';
+import { onSigchld } from './sigchld.ts';
 
 const watched = new Map<number, (status: ExitStatus) => void>();
 let listening = false;
-// Signal handles are unref'd: without this the loop could exit while children still run.
+// The SIGCHLD watch does not hold the loop open: without this it could exit while children run.
 let keepAlive: NodeJS.Timeout | undefined;
 
 /** Calls onExit once with the exit status of `pid`, a child spawned through the addon. */
@@ -13,7 +14,7 @@ export function watchChild(pid: number, onExit: (status: ExitStatus) => void): v
   if (watched.has(pid)) throw new Error(`pid ${pid} is already watched`);
   watched.set(pid, onExit);
   if (!listening) {
-    process.on('SIGCHLD', reap);
+    onSigchld(reap);
     listening = true;
   }
   keepAlive ??= setInterval(() => {}, 2 ** 31 - 1);

@@ -75,6 +75,7 @@ interface Addon {
   inotifyAddWatch(fd: number, path: string, mask: number): number;
   inotifyRmWatch(fd: number, wd: number): void;
   inotifyRead(fd: number, buf: Buffer): number;
+  sigchldWatch(callback: () => void): void;
 }
 
 // TETHER_ADDON: packaged builds extract the addon somewhere else than the repository.
@@ -136,3 +137,5 @@ export const inotifyAddWatch: (fd: number, path: string, mask: number) => number
 export const inotifyRmWatch: (fd: number, wd: number) => void = addon.inotifyRmWatch;
 /** Reads queued events into buf: the byte count, 0 when none is queued. */
 export const inotifyRead: (fd: number, buf: Buffer) => number = addon.inotifyRead;
+/** From now on SIGCHLD is never delivered; `callback` runs in the loop after one or more. */
+export const sigchldWatch: (callback: () => void) => void = addon.sigchldWatch;

@@ -16,6 +16,7 @@ import {
   type WaitEvent,
 } from './ptrace.ts';
 import { applyRegs } from './regs.ts';
+import { offSigchld, onSigchld } from './sigchld.ts';
 
 const SIG = constants.signals;
 /** How long the tracer keeps polling after the last stop before it waits for SIGCHLD. */
@@ -167,8 +168,8 @@ export class Tracer {
       busy: false,
       exitResult: null,
     });
-    process.on('SIGCHLD', this.onSigchld);
-    // Signal handles are unref'd: without this the loop could end while tracees run.
+    onSigchld(this.onSigchld, log);
+    // The SIGCHLD watch does not hold the loop open: without this it could end while tracees run.
     this.keepAlive = setInterval(() => {}, 2 ** 31 - 1);
     process.nextTick(() => this.pump());
   }
@@ -238,7 +239,7 @@ export class Tracer {
     if (this.tasks.size > 0 || !this.keepAlive) return;
     clearInterval(this.keepAlive);
     this.keepAlive = null;
-    process.off('SIGCHLD', this.onSigchld);
+    offSigchld(this.onSigchld);
   }
 
   private event(task: Task, ev: WaitEvent): void {

@@ -8,6 +8,7 @@
 
 napi_value trace_init(napi_env env, napi_value exports);          /* trace.c */
 napi_value inotify_init_module(napi_env env, napi_value exports); /* inotify.c */
+napi_value sigchld_init(napi_env env, napi_value exports);        /* sigchld.c */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -645,5 +646,6 @@ NAPI_MODULE_INIT() {
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   trace_init(env, exports);
+  sigchld_init(env, exports);
   return inotify_init_module(env, exports);
 }

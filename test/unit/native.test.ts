@@ -261,6 +261,32 @@ t.test('child_process children are unaffected by the reaper', async (t) => {
   t.equal((await ours).code, 4);
 });
 
+t.test(
+  'SIGCHLD is blocked in every thread; child_process still sees its children exit',
+  async (t) => {
+    // watchChild starts the addon's SIGCHLD watcher.
+    await exitOf(spawn(options(['true'])));
+    const tasks = fs.readdirSync('/proc/self/task');
+    for (const tid of tasks) {
+      const status = fs.readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
+      const blocked = BigInt(`0x${/^SigBlk:\s*([0-9a-f]+)$/m.exec(status)![1]}`);
+      t.equal((blocked >> BigInt(os.constants.signals.SIGCHLD - 1)) & 1n, 1n, `thread ${tid}`);
+    }
+    t.ok(tasks.length > 1, 'Node runs more than one thread');
+    // spawnSync blocks the main loop: the watcher thread alone must hand libuv the SIGCHLD.
+    t.equal(execFileSync('sh', ['-c', 'echo sync'], { encoding: 'utf8' }), 'sync\n');
+    const codes = await Promise.all(
+      [1, 2, 3].map(
+        (n) =>
+          new Promise<number>((resolve) =>
+            execFile('sh', ['-c', `exit ${n}`], (err) => resolve(err ? Number(err.code) : 0)),
+          ),
+      ),
+    );
+    t.same(codes, [1, 2, 3]);
+  },
+);
+
 t.test('a child that exited before watchChild is still reported', async (t) => {
   const pid = spawn(options(['true']));
   await new Promise((resolve) => setTimeout(resolve, 200));
