@@ -1,7 +1,26 @@
 // The daemon's state directory: identity, authorized client keys, pairing.
-import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+
+/**
+ * mkdir -p, one component at a time: Node's recursive mkdir retries forever where the kernel
+ * answers ENOENT for a new directory under one that exists (/proc/x).
+ */
+export function makeDir(dir: string, mode = 0o700): void {
+  const abs = resolve(dir);
+  let at = '/';
+  for (const part of abs.split('/').filter(Boolean)) {
+    at = join(at, part);
+    try {
+      mkdirSync(at, { mode });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+  if (!statSync(abs).isDirectory())
+    throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${abs}'`), { code: 'ENOTDIR' });
+}
 
 export function defaultStateDir(): string {
   if (process.getuid?.() === 0) return '/var/lib/tetherd';
@@ -13,7 +32,7 @@ export class State {
   readonly dir: string;
   constructor(dir: string) {
     this.dir = dir;
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDir(dir);
   }
 
   get authorizedPath(): string {

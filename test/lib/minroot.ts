@@ -103,8 +103,14 @@ export function tetherdFiles(): string[] {
   return files;
 }
 
-/** argv of a tetherd run with `args` in a minimal root that also holds its state directory. */
-export function minimalRootTetherd(args: string[], stateDir: string): string[] {
+/** argv of a tetherd run with `args` in a minimal root that also holds its state directory.
+ *  `binary`: a packaged single tetherd executable instead, with nothing but its libraries. */
+export function minimalRootTetherd(args: string[], stateDir: string, binary?: string): string[] {
+  if (binary)
+    return minimalRootArgv([binary, ...args], {
+      files: [binary, ...sharedLibs(binary)],
+      dirs: [stateDir],
+    });
   return minimalRootArgv([...tetherdCommand(), ...args], {
     files: tetherdFiles(),
     dirs: [stateDir],

@@ -37,6 +37,8 @@ export interface DaemonOptions extends DeviceOptions {
   /** Run the daemon in a mount namespace whose root holds only tetherd's own
    *  files and its state directory (test/lib/minroot.ts). */
   minimalRoot?: boolean;
+  /** A packaged single executable to run instead of bin/tetherd (dist/release/…). */
+  binary?: string;
 }
 
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
@@ -71,7 +73,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   };
   /** Starts the daemon process and waits until it listens. */
   const launch = () => {
-    proc = device.exec(opts.minimalRoot ? minimalRootTetherd(args, stateDir) : [TETHERD, ...args], {
+    const argv = opts.minimalRoot
+      ? minimalRootTetherd(args, stateDir, opts.binary)
+      : [opts.binary ?? TETHERD, ...args];
+    proc = device.exec(argv, {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const mark = stderr.length;

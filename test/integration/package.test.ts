@@ -1,0 +1,141 @@
+// npm run package (scripts/package.ts): one tetherd file per target. The x64 one then runs as
+// the device's daemon in a minimal root that holds only it and the C libraries it links, so a
+// passing run proves the executable carries the rest (its JavaScript and its native addon).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import pkg from '../../package.json' with { type: 'json' };
+import { ROOT, startDaemon, tether } from '../lib/tetherd.ts';
+
+const RELEASE = join(ROOT, 'dist/release');
+const X64 = join(RELEASE, 'tetherd-linux-x64');
+const ARM64 = join(RELEASE, 'tetherd-linux-arm64');
+
+function packageAll(targets?: string): string {
+  return execFileSync(
+    process.execPath,
+    ['scripts/package.ts', ...(targets ? ['--targets', targets] : [])],
+    { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+}
+
+const sha256 = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+
+/** e_machine of an ELF file: 62 x86-64, 183 AArch64, 40 ARM. */
+function elfMachine(file: string): number {
+  const b = Buffer.alloc(20);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, b, 0, 20, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (!b.subarray(0, 4).equals(Buffer.from('\x7fELF', 'latin1'))) return -1;
+  return b.readUInt16LE(18);
+}
+
+const printed = packageAll();
+
+t.test('npm run package makes one executable per target', async (t) => {
+  for (const [file, machine] of [
+    [X64, 62],
+    [ARM64, 183],
+  ] as const) {
+    t.ok(existsSync(file), file);
+    t.equal(elfMachine(file), machine, `${file} is built for its architecture`);
+    t.equal(statSync(file).mode & 0o111, 0o111, 'executable');
+    t.match(
+      printed,
+      new RegExp(`${file.slice(ROOT.length)}\\s+[\\d.]+ MiB\\s+sha256 ${sha256(file)}`),
+    );
+  }
+});
+
+t.test('--version names the version, the Node inside and the architecture', async (t) => {
+  const addonDir = mkdtempSync(join(tmpdir(), 'tether-addon-'));
+  t.teardown(() => rmSync(addonDir, { recursive: true, force: true }));
+  const out = execFileSync(X64, ['--version'], {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, TETHER_ADDON_DIR: addonDir },
+  });
+  t.equal(out, `tetherd ${pkg.version} (node v24.21.0, x64)\n`);
+  t.same(readdirSync(addonDir), [], 'the extracted addon is not left behind');
+});
+
+t.test('the arm64 executable starts and loads its arm64 addon (qemu user mode)', async (t) => {
+  // A user-mode check of the binary (no ptrace under qemu-user); the emulated arm64 device
+  // runs programs with it.
+  const addonDir = mkdtempSync(join(tmpdir(), 'tether-addon-'));
+  t.teardown(() => rmSync(addonDir, { recursive: true, force: true }));
+  const r = spawnSync('qemu-aarch64-static', ['-L', '/usr/aarch64-linux-gnu', ARM64, '--version'], {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, TETHER_ADDON_DIR: addonDir },
+  });
+  t.error(r.error, 'qemu-aarch64-static runs (scripts/ci-packages.sh installs qemu-user-static)');
+  t.equal(r.stdout, `tetherd ${pkg.version} (node v24.21.0, arm64)\n`, r.stderr);
+  t.same(readdirSync(addonDir), [], 'the extracted addon is not left behind');
+});
+
+t.test('a noexec TMPDIR does not matter; an unwritable addon directory is one line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-noexec-'));
+  t.teardown(() => {
+    spawnSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'noexec', 'tmpfs', dir]);
+  t.equal(mount.status, 0, 'a noexec tmpfs (the test runs as root)');
+  const state = join(dir, 'state-elsewhere');
+  mkdirSync(state);
+  const ok = spawnSync(X64, ['--version'], {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, TMPDIR: dir, HOME: dir },
+  });
+  t.equal(ok.status, 0, ok.stderr);
+  const bad = spawnSync(X64, ['--version'], {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, TETHER_ADDON_DIR: '/proc/no-such-dir' },
+  });
+  t.equal(bad.status, 1);
+  t.match(bad.stderr, /^tetherd: cannot write its native addon under \/proc\/no-such-dir: .*\n$/);
+  t.equal(bad.stderr.split('\n').length, 2, 'one line');
+});
+
+t.test('the packaged daemon runs programs through the view from a bare root', async (t) => {
+  const d = await startDaemon({ minimalRoot: true, binary: X64 });
+  t.teardown(() => d.stop());
+  const work = mkdtempSync(join(tmpdir(), 'tether-pkg-'));
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  const r = await tether(d, [
+    'run',
+    '--view',
+    '-C',
+    work,
+    'sh',
+    '-c',
+    'uname -m; echo written > out.txt; tr "\\0" " " < /proc/$PPID/cmdline',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^x86_64\n/);
+  t.match(r.stdout, /tetherd-linux-x64 --listen/, "the program's parent is the packaged daemon");
+  t.equal(readFileSync(join(work, 'out.txt'), 'utf8'), 'written\n');
+});
+
+t.test('a second build is byte for byte the same', async (t) => {
+  const before = sha256(X64);
+  packageAll('tetherd-linux-x64');
+  t.equal(sha256(X64), before);
+});
