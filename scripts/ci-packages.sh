@@ -32,6 +32,29 @@ fetch_hello() {
   rm -f "$src"
   apt-get update -qq
 }
+# The emulated arm64 device (test/lib/arm64-device.ts): Debian's arm64 kernel, busybox and the
+# libraries the packaged tetherd links, unpacked into $ARM64_DIR/device; and a target sysroot
+# of Debian arm64 packages (coreutils, bash, glibc) in $ARM64_DIR/sysroot, which the device's
+# own root never holds.
+ARM64_DIR=${ARM64_DIR:-/var/cache/tether-test/arm64}
+DEVICE_PKGS="busybox-static libc6 libstdc++6 libgcc-s1"
+SYSROOT_PKGS="libc6 coreutils bash dash libtinfo6 libacl1 libattr1 libgmp10 libselinux1 libpcre2-8-0"
+fetch_arm64() {
+  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+  apt-get update -qq
+  kpkg=$(apt-cache depends linux-image-arm64:arm64 | awk '/Depends: linux-image-/ { sub(/:arm64$/, "", $2); print $2; exit }')
+  [ -n "$kpkg" ] || return 1
+  for part in device sysroot; do
+    if [ $part = device ]; then pkgs="$kpkg $DEVICE_PKGS"; else pkgs=$SYSROOT_PKGS; fi
+    [ -f "$ARM64_DIR/$part/.done" ] && continue
+    rm -rf "$ARM64_DIR/$part" "$ARM64_DIR/debs-$part"
+    mkdir -p "$ARM64_DIR/$part" "$ARM64_DIR/debs-$part"
+    (cd "$ARM64_DIR/debs-$part" && for p in $pkgs; do apt-get download -qq "$p:arm64"; done)
+    for d in "$ARM64_DIR/debs-$part"/*.deb; do dpkg -x "$d" "$ARM64_DIR/$part"; done
+    echo "${kpkg#linux-image-}" >"$ARM64_DIR/$part/.kver"
+    touch "$ARM64_DIR/$part/.done"
+  done
+}
 if ! {
   apt-get update -qq &&
     apt-get install -y -qq --no-install-recommends \
@@ -40,9 +63,10 @@ if ! {
       gcc libc6-dev libnetfilter-queue-dev \
       linux-libc-dev linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross \
       gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
-      qemu-user-static libstdc++6-arm64-cross \
+      qemu-user-static libstdc++6-arm64-cross qemu-system-arm cpio \
       musl-tools python3 make dpkg-dev &&
-    fetch_hello
+    fetch_hello &&
+    fetch_arm64
 } >"$log" 2>&1; then
   cat "$log" >&2
   exit 1

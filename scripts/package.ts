@@ -152,6 +152,7 @@ async function bundle(t: Target, addonFile: string, out: string): Promise<void> 
 }
 
 async function packageTarget(id: string, t: Target): Promise<string> {
+  // The same path every time: the blob records its main script's name.
   const work = join(WORK, id);
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
@@ -193,6 +194,7 @@ async function packageTarget(id: string, t: Target): Promise<string> {
   ]);
   run('chmod', ['755', tmp]);
   run('mv', ['-f', tmp, out]);
+  rmSync(work, { recursive: true, force: true });
   return out;
 }
 

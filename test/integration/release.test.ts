@@ -1,6 +1,8 @@
 // npm run package (scripts/package.ts): one tetherd file per target. The x64 one then runs as
-// the device's daemon in a minimal root that holds only it and the C libraries it links, so a
-// passing run proves the executable carries the rest (its JavaScript and its native addon).
+// the device's daemon in a minimal root that holds only it and the C libraries it links, the
+// arm64 one as the daemon of an emulated arm64 device (test/lib/arm64-device.ts) whose own
+// files are busybox and those libraries: a passing run proves the executable carries the rest
+// (its JavaScript and its native addon) and that every program came through the view.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
@@ -14,11 +16,13 @@ import {
   readSync,
   rmSync,
   statSync,
+  writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import pkg from '../../package.json' with { type: 'json' };
+import { ARM64_SYSROOT, startArm64Device } from '../lib/arm64-device.ts';
 import { ROOT, startDaemon, tether } from '../lib/tetherd.ts';
 
 const RELEASE = join(ROOT, 'dist/release');
@@ -139,3 +143,66 @@ t.test('a second build is byte for byte the same', async (t) => {
   packageAll('tetherd-linux-x64');
   t.equal(sha256(X64), before);
 });
+
+t.test(
+  'the arm64 executable runs arm64 programs from a host sysroot on an arm64 device',
+  async (t) => {
+    const dev = await startArm64Device(ARM64);
+    t.teardown(() => dev.stop());
+    t.comment(`the arm64 device listened ${dev.bootSeconds.toFixed(1)} s after qemu started`);
+    const work = mkdtempSync(join(tmpdir(), 'tether-arm64-work-'));
+    t.teardown(() => rmSync(work, { recursive: true, force: true }));
+    const run = (args: string[]) =>
+      tether(dev, ['run', '--root', ARM64_SYSROOT, '--bind', work, '-C', work, ...args]);
+    const cc = (gcc: string, name: string, src: string) => {
+      writeFileSync(join(work, `${name}.c`), src);
+      execFileSync(gcc, ['-O1', '-static', '-o', join(work, name), join(work, `${name}.c`)]);
+    };
+
+    const uname = await run(['uname', '-m']);
+    t.equal(uname.code, 0, uname.stderr);
+    t.equal(uname.stdout, 'aarch64\n', "the sysroot's dynamic coreutils on the device");
+
+    const bash = await run([
+      'bash',
+      '-c',
+      'echo "$BASH_VERSION" > version.txt; ls /bin/bash; exit 7',
+    ]);
+    t.equal(bash.code, 7, bash.stderr);
+    t.equal(bash.stdout, '/bin/bash\n');
+    t.match(
+      readFileSync(join(work, 'version.txt'), 'utf8'),
+      /^5\.\d+/,
+      'the write landed on the host',
+    );
+
+    writeFileSync(join(work, 'script'), '#!/bin/sh\necho "script $1 on $(uname -m)"\n', {
+      mode: 0o755,
+    });
+    const script = await run(['./script', 'arg']);
+    t.equal(script.stdout, 'script arg on aarch64\n', script.stderr);
+
+    const src = (what: string) => `#include <stdio.h>
+int main(void) {
+  FILE *f = fopen("input.txt", "r");
+  char line[64] = "";
+  if (!f || !fgets(line, sizeof line, f)) { perror("input.txt"); return 1; }
+  printf("${what} read %s", line);
+  return 3;
+}
+`;
+    writeFileSync(join(work, 'input.txt'), 'from the host\n');
+    cc('aarch64-linux-gnu-gcc', 'static64', src('static arm64'));
+    const s64 = await run(['./static64']);
+    t.equal(s64.code, 3, s64.stderr);
+    t.equal(s64.stdout, 'static arm64 read from the host\n');
+
+    cc('arm-linux-gnueabihf-gcc', 'static32', src('32-bit arm'));
+    const s32 = await run(['./static32']);
+    t.equal(s32.code, 3, s32.stderr);
+    t.equal(s32.stdout, '32-bit arm read from the host\n', 'a 32-bit program on the 64-bit device');
+
+    const killed = await run(['sh', '-c', 'kill -TERM $$']);
+    t.equal(killed.signal, 'SIGTERM', killed.stderr);
+  },
+);
