@@ -7,7 +7,8 @@
 # through tether: musl-tools (a program whose loader and libc exist only on the host), python3,
 # make and the GNU hello sources (test/integration/build.test.ts; Debian's source package,
 # fetched with a deb-src entry of its own into $HELLO_DIR); npm run package's cross-compiled
-# addon and qemu-user to start the arm64 executable it makes (test/integration/package.test.ts).
+# addon, qemu-user and qemu-system to start the executables it makes, and systemd-analyze for
+# the unit example (test/integration/release.test.ts).
 # Runs as root without stdin on a fresh Debian 12; safe to run again.
 # Quiet unless it fails, then apt's output is shown.
 set -eu
@@ -63,7 +64,7 @@ if ! {
       gcc libc6-dev libnetfilter-queue-dev \
       linux-libc-dev linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross \
       gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
-      qemu-user-static libstdc++6-arm64-cross qemu-system-arm cpio \
+      qemu-user-static libstdc++6-arm64-cross qemu-system-arm cpio systemd \
       musl-tools python3 make dpkg-dev &&
     fetch_hello &&
     fetch_arm64

@@ -206,3 +206,21 @@ int main(void) {
     t.equal(killed.signal, 'SIGTERM', killed.stderr);
   },
 );
+
+t.test('the systemd unit example is valid and passes only options tetherd has', async (t) => {
+  const unit = readFileSync(join(ROOT, 'docs/tetherd.service'), 'utf8');
+  const exec = /^ExecStart=(\S+) (.*)$/m.exec(unit);
+  t.ok(exec, 'an ExecStart line');
+  const dir = mkdtempSync(join(tmpdir(), 'tether-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // verify checks the binary exists: point it at the executable this test built.
+  const copy = join(dir, 'tetherd.service');
+  writeFileSync(copy, unit.replaceAll(exec![1]!, X64));
+  const verify = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
+  t.equal(verify.status, 0, verify.stderr);
+  const help = execFileSync(X64, ['--help'], {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, TETHER_ADDON_DIR: dir },
+  });
+  for (const opt of exec![2]!.match(/--[a-z-]+/g) ?? []) t.match(help, opt, `tetherd has ${opt}`);
+});
