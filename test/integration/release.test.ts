@@ -28,6 +28,7 @@ import { ROOT, startDaemon, tether } from '../lib/tetherd.ts';
 const RELEASE = join(ROOT, 'dist/release');
 const X64 = join(RELEASE, 'tetherd-linux-x64');
 const ARM64 = join(RELEASE, 'tetherd-linux-arm64');
+const ARMV7 = join(RELEASE, 'tetherd-linux-armv7');
 
 function packageAll(targets?: string): string {
   return execFileSync(
@@ -58,6 +59,7 @@ t.test('npm run package makes one executable per target', async (t) => {
   for (const [file, machine] of [
     [X64, 62],
     [ARM64, 183],
+    [ARMV7, 40],
   ] as const) {
     t.ok(existsSync(file), file);
     t.equal(elfMachine(file), machine, `${file} is built for its architecture`);
@@ -80,19 +82,26 @@ t.test('--version names the version, the Node inside and the architecture', asyn
   t.same(readdirSync(addonDir), [], 'the extracted addon is not left behind');
 });
 
-t.test('the arm64 executable starts and loads its arm64 addon (qemu user mode)', async (t) => {
-  // A user-mode check of the binary (no ptrace under qemu-user); the emulated arm64 device
-  // runs programs with it.
-  const addonDir = mkdtempSync(join(tmpdir(), 'tether-addon-'));
-  t.teardown(() => rmSync(addonDir, { recursive: true, force: true }));
-  const r = spawnSync('qemu-aarch64-static', ['-L', '/usr/aarch64-linux-gnu', ARM64, '--version'], {
-    encoding: 'utf8',
-    env: { PATH: process.env.PATH, TETHER_ADDON_DIR: addonDir },
-  });
-  t.error(r.error, 'qemu-aarch64-static runs (scripts/ci-packages.sh installs qemu-user-static)');
-  t.equal(r.stdout, `tetherd ${pkg.version} (node v24.21.0, arm64)\n`, r.stderr);
-  t.same(readdirSync(addonDir), [], 'the extracted addon is not left behind');
-});
+for (const [file, qemu, libs, arch, node] of [
+  [ARM64, 'qemu-aarch64-static', '/usr/aarch64-linux-gnu', 'arm64', 'v24.21.0'],
+  [ARMV7, 'qemu-arm-static', '/usr/arm-linux-gnueabihf', 'arm', 'v20.11.0'],
+] as const)
+  t.test(
+    `the ${arch} executable starts and loads its ${arch} addon (qemu user mode)`,
+    async (t) => {
+      // A user-mode check of the binary (no ptrace under qemu-user); the emulated arm64 device
+      // runs programs with the arm64 one. Node 20 on armv7 starts 4x faster without io_uring.
+      const addonDir = mkdtempSync(join(tmpdir(), 'tether-addon-'));
+      t.teardown(() => rmSync(addonDir, { recursive: true, force: true }));
+      const r = spawnSync(qemu, ['-L', libs, file, '--version'], {
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, TETHER_ADDON_DIR: addonDir, UV_USE_IO_URING: '0' },
+      });
+      t.error(r.error, `${qemu} runs (scripts/ci-packages.sh installs qemu-user-static)`);
+      t.equal(r.stdout, `tetherd ${pkg.version} (node ${node}, ${arch})\n`, r.stderr);
+      t.same(readdirSync(addonDir), [], 'the extracted addon is not left behind');
+    },
+  );
 
 t.test('a noexec TMPDIR does not matter; an unwritable addon directory is one line', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tether-noexec-'));
