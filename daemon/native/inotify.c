@@ -58,20 +58,16 @@ static napi_value js_inotify_read(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   size_t argc = 2;
   int64_t fd;
-  bool is_buf;
+  void *data;
+  size_t len;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 2) {
     type_error(env, "inotifyRead(fd, buf)", "called with two arguments");
     return NULL;
   }
-  if (!get_int(env, argv[0], "fd", 0, INT_MAX, &fd)) return NULL;
-  if (napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf) {
-    type_error(env, "buf", "a Buffer");
+  if (!get_int(env, argv[0], "fd", 0, INT_MAX, &fd) ||
+      !get_buffer(env, argv[1], "buf", &data, &len))
     return NULL;
-  }
-  void *data;
-  size_t len;
-  napi_get_buffer_info(env, argv[1], &data, &len);
   ssize_t n;
   do n = read((int)fd, data, len);
   while (n < 0 && errno == EINTR);

@@ -60,6 +60,12 @@ bool type_error(napi_env env, const char *what, const char *expected) {
   return false;
 }
 
+bool get_buffer(napi_env env, napi_value v, const char *what, void **data, size_t *len) {
+  bool is_buf;
+  if (napi_is_buffer(env, v, &is_buf) != napi_ok || !is_buf) return type_error(env, what, "a Buffer");
+  return napi_get_buffer_info(env, v, data, len) == napi_ok;
+}
+
 bool get_int(napi_env env, napi_value v, const char *what, int64_t min, int64_t max,
                     int64_t *out) {
   napi_valuetype t;

@@ -10,6 +10,8 @@ const char *errno_name(int err);
 /* Throws Error("<syscall>: <CODE> (<strerror>)") with .code, .errno and .syscall set. */
 napi_value throw_errno(napi_env env, const char *syscall_name, int err);
 bool type_error(napi_env env, const char *what, const char *expected);
+/* The bytes of a Buffer argument (not copied). */
+bool get_buffer(napi_env env, napi_value v, const char *what, void **data, size_t *len);
 bool get_int(napi_env env, napi_value v, const char *what, int64_t min, int64_t max, int64_t *out);
 /* malloc'd copy; rejects embedded NULs. */
 char *get_string(napi_env env, napi_value v, const char *what);

@@ -126,16 +126,11 @@ static napi_value js_set_regset(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   pid_t pid;
   int64_t type;
-  bool is_buf;
-  if (!get_args(env, info, 3, argv) || !get_pid(env, argv[0], &pid) ||
-      !get_int(env, argv[1], "type", 0, INT32_MAX, &type))
-    return NULL;
-  if (napi_is_buffer(env, argv[2], &is_buf) != napi_ok || !is_buf) {
-    type_error(env, "regs", "a Buffer");
-    return NULL;
-  }
   struct iovec iov;
-  napi_get_buffer_info(env, argv[2], &iov.iov_base, &iov.iov_len);
+  if (!get_args(env, info, 3, argv) || !get_pid(env, argv[0], &pid) ||
+      !get_int(env, argv[1], "type", 0, INT32_MAX, &type) ||
+      !get_buffer(env, argv[2], "regs", &iov.iov_base, &iov.iov_len))
+    return NULL;
   if (raw_ptrace(PTRACE_SETREGSET, pid, (void *)(long)type, &iov) < 0)
     return throw_errno(env, "ptrace(PTRACE_SETREGSET)", errno);
   return NULL;
@@ -227,17 +222,11 @@ static napi_value js_write_mem(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   pid_t pid;
   uint64_t addr;
-  bool is_buf;
-  if (!get_args(env, info, 3, argv) || !get_pid(env, argv[0], &pid) ||
-      !get_addr(env, argv[1], &addr))
-    return NULL;
-  if (napi_is_buffer(env, argv[2], &is_buf) != napi_ok || !is_buf) {
-    type_error(env, "data", "a Buffer");
-    return NULL;
-  }
   void *data;
   size_t len, done = 0;
-  napi_get_buffer_info(env, argv[2], &data, &len);
+  if (!get_args(env, info, 3, argv) || !get_pid(env, argv[0], &pid) ||
+      !get_addr(env, argv[1], &addr) || !get_buffer(env, argv[2], "data", &data, &len))
+    return NULL;
   while (done < len) {
     struct iovec local = {(char *)data + done, len - done};
     struct iovec remote = {(void *)(uintptr_t)(addr + done), len - done};
