@@ -10,6 +10,7 @@ import { connect, resolveDevice } from './connect.ts';
 import { TetherError } from './errors.ts';
 import { pair } from './pair.ts';
 import { run } from './run.ts';
+import { status } from './status.ts';
 import { printLine, restoreBlocking } from './stdio.ts';
 // tether: the host CLI. Runs programs on a device as if they ran here.
 import { viewMounts } from './view-config.ts';
@@ -195,6 +196,18 @@ program
   .option('--code <code>', 'the code tetherd printed (asked on the terminal if missing)')
   .action((name: string, address: string, o: { code?: string }) =>
     pair(name, address, o.code, `${userInfo().username}@${hostname()}`, DEFAULT_PORT),
+  );
+
+program
+  .command('status')
+  .description("show what the device's tetherd is doing: version, kernel, cache, connections, runs")
+  .argument(
+    '[device]',
+    'device from the config (default: $TETHER_DEVICE, the config default, or local)',
+  )
+  .option('--json', 'print the status API answers as JSON')
+  .action((device: string | undefined, o: { json?: boolean }) =>
+    status(resolveDevice(loadConfig(DEFAULT_PORT), device), !!o.json),
   );
 
 program.parseAsync().catch((e: Error) => {

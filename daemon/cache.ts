@@ -36,6 +36,9 @@ export class ContentCache {
   /** Insertion order is recency: a use moves the entry to the end. */
   private readonly entries = new Map<string, Entry>();
   private total = 0;
+  /** Host file opens since the daemon started served from here (hits) or over the link. */
+  hits = 0;
+  misses = 0;
 
   constructor(dir: string, limit = DEFAULT_LIMIT) {
     this.dir = dir;
@@ -105,6 +108,17 @@ export class ContentCache {
     this.entries.delete(key);
     this.entries.set(key, e);
     return path;
+  }
+
+  /** Counts one open of a host file's content: from the cache, or fetched over the link. */
+  served(fromCache: boolean): void {
+    if (fromCache) this.hits++;
+    else this.misses++;
+  }
+
+  get stats(): { entries: number; bytes: number; limit: number; hits: number; misses: number } {
+    const { hits, misses, limit } = this;
+    return { entries: this.entries.size, bytes: this.total, limit, hits, misses };
   }
 
   put(key: string, data: Buffer): string {

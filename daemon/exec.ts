@@ -57,6 +57,8 @@ export class ExecSession {
   private readonly runAs: RunAs;
   private readonly fdStreams = new Map<number, Stream>();
   private pid = 0;
+  private readonly openedAt = Date.now();
+  private startedAt = 0;
   private exited = false;
   private outputsLeft = 0;
   private exitEvent: ExecEvent | null = null;
@@ -96,6 +98,21 @@ export class ExecSession {
     );
     control.on('close', () => this.abort());
     this.maybeSpawn();
+  }
+
+  /** What the status API shows of this run. */
+  describe() {
+    const state = this.exited ? 'exited' : this.pid !== 0 ? 'running' : 'starting';
+    return {
+      id: this.id,
+      state,
+      pid: this.pid || null,
+      argv: this.start.argv,
+      cwd: this.start.cwd,
+      view: !!this.start.view,
+      tty: !!this.start.tty,
+      since: new Date(this.startedAt || this.openedAt).toISOString(),
+    };
   }
 
   /** An `fd` stream for this exec arrived. */
@@ -238,6 +255,7 @@ export class ExecSession {
     for (const p of plumbing) closeSync(p.theirs);
     closeFds(...this.fileFds.values());
     if (pty) closeSync(pty.slave);
+    this.startedAt = Date.now();
     this.log.info({ pid: this.pid, argv: start.argv, tty: !!pty }, 'started');
     writeMessage(this.control, { type: 'started', pid: this.pid } satisfies ExecEvent);
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // tetherd: the device daemon. Listens for mutually authenticated TLS
 // connections (or serves one connection on stdio) and runs programs for them.
-import { chmodSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
@@ -11,8 +12,9 @@ import type { Connection } from '../transport/connection.ts';
 import { ErrorCode } from '../transport/errors.ts';
 import { encodeFrame, FrameType } from '../transport/frames.ts';
 import { loadOrCreateIdentity } from '../transport/identity.ts';
-import { DEFAULT_PORT } from '../transport/protocol.ts';
-import { createTlsServer, peerFingerprint } from '../transport/tls.ts';
+import { DEFAULT_PORT, type StatusReply } from '../transport/protocol.ts';
+import { ALPN, createTlsServer, HTTP_ALPN, peerFingerprint } from '../transport/tls.ts';
+import { Activity } from './activity.ts';
 import { ContentCache } from './cache.ts';
 import type { RunAs } from './exec.ts';
 import { ExecLinks } from './exec-links.ts';
@@ -20,6 +22,7 @@ import { createLogger, type Logger } from './log.ts';
 import { openPairing, pairingOpen } from './pairing.ts';
 import { serveConnection } from './server.ts';
 import { defaultStateDir, State } from './state.ts';
+import type { StatusSources } from './status.ts';
 import { lookupUser } from './users.ts';
 import { hasSeccomp, type ViewEnv } from './view-session.ts';
 
@@ -49,6 +52,8 @@ interface DaemonOptions {
   seccomp: boolean;
   logLevel: string;
   logFormat: 'json' | 'pretty';
+  /** The status API's unix socket; undefined: in the state directory; false: none. */
+  statusSocket?: string | false;
 }
 
 function resolveRunAs(user: string | undefined): RunAs {
@@ -98,6 +103,21 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   const state = new State(o.state);
   const runAs = resolveRunAs(o.user);
   const id = await loadOrCreateIdentity(state.dir, `tetherd@${hostname()}`);
+  const viewEnv = makeViewEnv(state.dir, o.seccomp, log);
+  const activity = new Activity();
+  const sources: StatusSources = {
+    activity,
+    cache: viewEnv?.cache ?? null,
+    name: hostname(),
+    fingerprint: id.fingerprint,
+    seccomp: viewEnv?.seccomp ?? null,
+  };
+  // fastify and prom-client load after the daemon listens: starting is what slow devices wait for.
+  let statusLoad: ReturnType<typeof loadStatusApp> | null = null;
+  const statusApp = () => {
+    statusLoad ??= loadStatusApp(sources, log);
+    return statusLoad;
+  };
   const base = {
     state,
     runAs,
@@ -105,7 +125,12 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     deviceFingerprint: id.fingerprint,
     deviceName: hostname(),
     idleTimeoutMs: o.idleTimeout * 1000,
-    viewEnv: makeViewEnv(state.dir, o.seccomp, log),
+    viewEnv,
+    activity,
+    status: async (url: string): Promise<StatusReply> => {
+      const r = await (await statusApp()).inject({ method: 'GET', url });
+      return { status: r.statusCode, type: String(r.headers['content-type'] ?? ''), body: r.body };
+    },
   };
 
   if (o.stdio) {
@@ -129,7 +154,7 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     live.add(c);
     c.on('close', () => live.delete(c));
   };
-  const server = createTlsServer(id);
+  const server = createTlsServer(id, [ALPN, HTTP_ALPN]);
   server.on('secureConnection', (socket) => {
     // A peer may reset at any moment (a refused one too): that ends its socket, not tetherd.
     socket.on('error', (e) => log.debug({ err: e.message }, 'socket error'));
@@ -141,12 +166,25 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
       return;
     }
     socket.setNoDelay(true);
+    if (socket.alpnProtocol === HTTP_ALPN) {
+      // The status API, for paired clients only; anyone else gets nothing at all.
+      if (state.isAuthorized(fp))
+        statusApp().then(
+          (app) => app.server.emit('connection', socket),
+          (e: Error) => socket.destroy(e),
+        );
+      else {
+        log.warn({ addr, client: fp }, 'refused status request of an unknown client');
+        socket.destroy();
+      }
+      return;
+    }
     if (state.isAuthorized(fp)) {
       log.info({ addr, client: fp }, 'client connected');
-      track(serveConnection(socket, { kind: 'authorized', fingerprint: fp }, base));
+      track(serveConnection(socket, { kind: 'authorized', fingerprint: fp }, base, addr));
     } else if (pairingOpen(state)) {
       log.info({ addr, client: fp }, 'unknown client: pairing only');
-      track(serveConnection(socket, { kind: 'pairing', fingerprint: fp }, base));
+      track(serveConnection(socket, { kind: 'pairing', fingerprint: fp }, base, addr));
     } else {
       log.warn({ addr, client: fp }, 'refused unknown client');
       // CLOSE instead of HELLO: nothing of the protocol is offered to a stranger.
@@ -166,10 +204,14 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   // Tests and scripts wait for this line to know the port (with --listen HOST:0).
   if (typeof addr === 'object' && addr)
     process.stderr.write(`tetherd: listening on ${addr.address}:${addr.port}\n`);
+  const socketPath =
+    o.statusSocket === false ? null : (o.statusSocket ?? join(state.dir, 'status.sock'));
+  if (socketPath) await listenStatusSocket((await statusApp()).server, socketPath, log);
   // Closing a connection kills its runs: no program outlives the daemon.
   const stop = () => {
     log.info({ connections: live.size }, 'shutting down');
     server.close();
+    if (socketPath) rmSync(socketPath, { force: true });
     for (const c of live) c.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
     setImmediate(() => process.exit(0));
   };
@@ -178,6 +220,34 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   dieCleanly(log, () => {
     for (const c of live) c.close(ErrorCode.INTERNAL_ERROR, 'tetherd failed');
   });
+}
+
+async function loadStatusApp(sources: StatusSources, log: Logger) {
+  const { createStatusApp } = await import('./status.ts');
+  return createStatusApp(sources, log);
+}
+
+/** The status API on a unix socket only its owner can use; failing that, a warning. */
+async function listenStatusSocket(http: Server, path: string, log: Logger): Promise<void> {
+  try {
+    // A socket left by a daemon that was killed.
+    if (lstatSync(path, { throwIfNoEntry: false })?.isSocket()) rmSync(path);
+    const umask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        http.once('error', reject);
+        http.listen(path, () => {
+          http.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(umask);
+    }
+    log.info({ path }, 'status API on unix socket');
+  } catch (e) {
+    log.warn({ path, err: (e as Error).message }, 'status socket unavailable');
+  }
 }
 
 /** A bug must not leave runs behind: on an uncaught error, end them all, then exit 1. */
@@ -209,6 +279,8 @@ const program = new Command('tetherd')
   .option('--state <dir>', 'state directory (keys, paired clients)', defaultStateDir())
   .option('-u, --user <name>', 'user that programs run as (required when tetherd runs as root)')
   .option('--pair', 'open pairing at start and print a one-time code')
+  .option('--status-socket <path>', 'unix socket of the status API (default: STATE/status.sock)')
+  .option('--no-status-socket', 'no status API on a unix socket (it stays on the TLS port)')
   .option(
     '--no-seccomp',
     'stop traced programs at every syscall instead of filtering (what kernels without seccomp get)',

@@ -505,7 +505,9 @@ export class Redirector {
     if (hit.where !== 'host') return { node: hit, file: null };
     const key = this.mem.haveKey.get(hit.path);
     const file = key ? this.run.cache.get(key) : null;
-    return file ? { node: hit, file } : undefined;
+    if (!file) return undefined;
+    this.run.cache.served(true);
+    return { node: hit, file };
   }
 
   /** Opens a host file for reading through the cache: the device path of its content. */
@@ -521,12 +523,18 @@ export class Redirector {
       if (hit && hit.where === 'host') {
         const key = this.mem.haveKey.get(hit.path);
         const file = key ? this.run.cache.get(key) : null;
-        if (file) return { node: hit, file };
+        if (file) {
+          this.run.cache.served(true);
+          return { node: hit, file };
+        }
       }
     }
     if (!ro && extraFlags.length === 0) {
       const known = this.knownContent(path);
-      if (known) return known;
+      if (known) {
+        this.run.cache.served(true);
+        return known;
+      }
     }
     let have = this.mem.haveKey.get(path) ?? null;
     if (have && !this.run.cache.get(have)) have = null;
@@ -557,7 +565,8 @@ export class Redirector {
         return this.cached(path, extraFlags);
       }
       file = this.run.cache.put(key, content);
-    }
+      this.run.cache.served(false);
+    } else this.run.cache.served(true);
     this.mem.haveKey.set(path, key);
     this.mem.haveKey.set(node.path, key);
     this.mem.keyInfo.set(key, { path: node.path, st: node.st });
@@ -1232,34 +1241,46 @@ const chownH =
 const UTIME_NOW = (1 << 30) - 1;
 const UTIME_OMIT = (1 << 30) - 2;
 
-const utimensat: Handler = (r, s) => {
-  const flags = s32(s.args[3]!);
-  const ptr = s.args[2]!;
-  const word = s.abi.wordSize;
-  let times: [ReturnType<typeof timeOf>, ReturnType<typeof timeOf>] = ['now', 'now'];
-  if (ptr !== 0n) {
-    const b = s.readMem(ptr, 4 * word);
-    if (b.length < 4 * word) return fail(E.EFAULT);
-    const rd = (i: number) => (word === 8 ? Number(b.readBigInt64LE(i * 8)) : b.readInt32LE(i * 4));
-    times = [timeOf(rd(0), rd(1)), timeOf(rd(2), rd(3))];
-  }
-  // utimensat(fd, NULL, ...) is futimens: it sets the times of the fd's file.
-  if (s.args[1] === 0n)
-    return fdMeta(r, s, (path) => ({
+/**
+ * utimensat, and utimensat_time64 (32-bit ABIs; glibc uses it for times past 2038): its
+ * struct __kernel_timespec has 64-bit seconds, and a 32-bit kernel reads only the low half of
+ * its 64-bit tv_nsec.
+ */
+const utimensatH =
+  (time64: boolean): Handler =>
+  (r, s) => {
+    const flags = s32(s.args[3]!);
+    const ptr = s.args[2]!;
+    const field = time64 ? 8 : s.abi.wordSize;
+    let times: [ReturnType<typeof timeOf>, ReturnType<typeof timeOf>] = ['now', 'now'];
+    if (ptr !== 0n) {
+      const b = s.readMem(ptr, 4 * field);
+      if (b.length < 4 * field) return fail(E.EFAULT);
+      const sec = (i: number) =>
+        field === 8 ? Number(b.readBigInt64LE(16 * i)) : b.readInt32LE(8 * i);
+      const nsec = (i: number) =>
+        field === 8 && s.abi.wordSize === 8
+          ? Number(b.readBigInt64LE(16 * i + 8))
+          : b.readInt32LE(2 * field * i + field);
+      times = [timeOf(sec(0), nsec(0)), timeOf(sec(1), nsec(1))];
+    }
+    // utimensat(fd, NULL, ...) is futimens: it sets the times of the fd's file.
+    if (s.args[1] === 0n)
+      return fdMeta(r, s, (path) => ({
+        op: 'utimens',
+        path,
+        atime: times[0],
+        mtime: times[1],
+        follow: true,
+      }));
+    return doSimple(r, s, s32(s.args[0]!), 1, (path) => ({
       op: 'utimens',
       path,
       atime: times[0],
       mtime: times[1],
-      follow: true,
+      follow: !(flags & AT.SYMLINK_NOFOLLOW),
     }));
-  return doSimple(r, s, s32(s.args[0]!), 1, (path) => ({
-    op: 'utimens',
-    path,
-    atime: times[0],
-    mtime: times[1],
-    follow: !(flags & AT.SYMLINK_NOFOLLOW),
-  }));
-};
+  };
 
 function timeOf(sec: number, nsec: number): [number, number] | 'now' | 'omit' {
   if (nsec === UTIME_NOW) return 'now';
@@ -1267,11 +1288,21 @@ function timeOf(sec: number, nsec: number): [number, number] | 'now' | 'omit' {
   return [sec, nsec];
 }
 
-const truncateH: Handler = (r, s) => {
-  const size = Number(BigInt.asIntN(64, s.args[1]!));
-  if (size < 0) return fail(E.EINVAL);
-  return doSimple(r, s, AT.FDCWD, 0, (path) => ({ op: 'truncate', path, size }));
-};
+/**
+ * truncate's length is a long; truncate64's (32-bit ABIs) is 64 bits in a register pair, low
+ * word first: arguments 1–2 on i386, 2–3 on arm (EABI starts a pair at an even register).
+ */
+const truncateH =
+  (pair: boolean): Handler =>
+  (r, s) => {
+    const lo = s.abi.name === 'arm' ? 2 : 1;
+    const len = pair
+      ? BigInt.asIntN(64, (s.args[lo + 1]! << 32n) | s.args[lo]!)
+      : BigInt.asIntN(8 * s.abi.wordSize, s.args[1]!);
+    const size = Number(len);
+    if (size < 0) return fail(E.EINVAL);
+    return doSimple(r, s, AT.FDCWD, 0, (path) => ({ op: 'truncate', path, size }));
+  };
 
 /**
  * fchmod/fchown/futimens on a view file: the host file changes (after pending writes are
@@ -1374,9 +1405,10 @@ const HANDLERS: Record<string, Handler> = {
   chown32: chownH('chown'),
   lchown32: chownH('lchown'),
   fchownat: chownH('fchownat'),
-  utimensat,
-  truncate: truncateH,
-  truncate64: truncateH,
+  utimensat: utimensatH(false),
+  utimensat_time64: utimensatH(true),
+  truncate: truncateH(false),
+  truncate64: truncateH(true),
   statfs,
   statfs64: statfs,
   getxattr: xattrPath(true, 'get'),

@@ -4,8 +4,9 @@ import type { Duplex } from 'node:stream';
 import { Connection } from '../transport/connection.ts';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { encodeMessage, readHeader } from '../transport/messages.ts';
-import { Caps, type PairReply, parseHeader } from '../transport/protocol.ts';
+import { Caps, type PairReply, parseHeader, type StatusReply } from '../transport/protocol.ts';
 import type { Stream } from '../transport/stream.ts';
+import type { Activity } from './activity.ts';
 import { ExecSession, type RunAs } from './exec.ts';
 import type { Logger } from './log.ts';
 import { checkPairing } from './pairing.ts';
@@ -22,6 +23,9 @@ export interface ServeOptions {
   idleTimeoutMs?: number;
   /** What traced runs need; null where this device cannot trace (runs without a view only). */
   viewEnv: ViewEnv | null;
+  activity: Activity;
+  /** Answers a GET of the status API. */
+  status: (path: string) => Promise<StatusReply>;
 }
 
 /** Who is on the other end, as established before any stream is read. */
@@ -29,10 +33,21 @@ export type Peer =
   | { kind: 'authorized'; fingerprint: string | null }
   | { kind: 'pairing'; fingerprint: string };
 
-export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions): Connection {
-  const caps = peer.kind === 'authorized' ? [Caps.EXEC] : [Caps.PAIR];
+export function serveConnection(
+  socket: Duplex,
+  peer: Peer,
+  opts: ServeOptions,
+  address: string | null = null,
+): Connection {
+  const caps = peer.kind === 'authorized' ? [Caps.EXEC, Caps.STATUS] : [Caps.PAIR];
   const conn = new Connection(socket, { role: 'server', caps, idleTimeoutMs: opts.idleTimeoutMs });
   const log = opts.log.child({ peer: peer.fingerprint ?? 'stdio' });
+  const { activity } = opts;
+  const connId = activity.connectionOpened({
+    client: peer.fingerprint,
+    name: peer.fingerprint ? opts.state.clientName(peer.fingerprint) : null,
+    address,
+  });
   const sessions = new Map<number, ExecSession>();
   const memories = new ViewMemories();
   /** Streams of a run whose exec header is still in flight; fd -1 is its view stream. */
@@ -41,7 +56,11 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
     fd === -1 ? session.attachView(stream) : session.attachFd(fd, stream);
 
   conn.on('close', (err) => {
-    for (const s of sessions.values()) s.abort();
+    activity.connectionClosed(connId);
+    for (const s of sessions.values()) {
+      s.abort();
+      activity.runClosed(s);
+    }
     sessions.clear();
     if (err && err.code !== ErrorCode.NO_ERROR) log.info({ err: err.message }, 'connection closed');
     else log.debug('connection closed');
@@ -90,7 +109,11 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
       case 'exec': {
         const session = new ExecSession(stream, header, opts.runAs, log, opts.viewEnv, memories);
         sessions.set(stream.id, session);
-        stream.on('close', () => sessions.delete(stream.id));
+        activity.runOpened(session, connId);
+        stream.on('close', () => {
+          sessions.delete(stream.id);
+          activity.runClosed(session);
+        });
         for (const w of waitingFds.get(stream.id) ?? []) attach(session, w.fd, w.stream);
         waitingFds.delete(stream.id);
         return;
@@ -119,6 +142,12 @@ export function serveConnection(socket: Duplex, peer: Peer, opts: ServeOptions):
           stream.destroy(
             new TransportError(ErrorCode.STREAM_STATE_ERROR, `no exec stream ${header.exec}`),
           );
+        return;
+      }
+      case 'status': {
+        const reply = await opts.status(header.path);
+        stream.end(encodeMessage(reply));
+        stream.resume();
         return;
       }
       case 'pair':

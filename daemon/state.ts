@@ -43,16 +43,30 @@ export class State {
     return join(this.dir, 'pairing.json');
   }
 
-  /** Read on every connection, so pairing and hand edits apply at once. */
-  isAuthorized(fingerprint: string): boolean {
+  /** authorized_clients: fingerprint and the name it paired with, per line. */
+  private clients(): Map<string, string | null> {
     let text: string;
     try {
       text = readFileSync(this.authorizedPath, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
       throw e;
     }
-    return text.split('\n').some((line) => line.trim().split(/\s+/)[0] === fingerprint);
+    const out = new Map<string, string | null>();
+    for (const line of text.split('\n')) {
+      const [fp, name] = line.trim().split(/\s+/);
+      if (fp) out.set(fp, name ?? null);
+    }
+    return out;
+  }
+
+  /** Read on every connection, so pairing and hand edits apply at once. */
+  isAuthorized(fingerprint: string): boolean {
+    return this.clients().has(fingerprint);
+  }
+
+  clientName(fingerprint: string): string | null {
+    return this.clients().get(fingerprint) ?? null;
   }
 
   authorize(fingerprint: string, name: string): void {

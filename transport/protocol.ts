@@ -8,7 +8,7 @@ import { parseViewSpec, type ViewSpec } from './view.ts';
 export const DEFAULT_PORT = 1202;
 
 /** Capabilities announced in HELLO. */
-export const Caps = { EXEC: 'exec', PAIR: 'pair' } as const;
+export const Caps = { EXEC: 'exec', PAIR: 'pair', STATUS: 'status' } as const;
 
 /** How the program uses a forwarded fd: reads it, writes it, or both. */
 export type FdMode = 'r' | 'w' | 'rw';
@@ -70,7 +70,20 @@ export interface PairRequest {
   proof: Uint8Array;
 }
 
-export type Header = ExecStart | FdOpen | ViewOpen | PairRequest;
+/** First message of a `status` stream: a GET of the status API (`/v1/info`, ...). */
+export interface StatusRequest {
+  kind: 'status';
+  path: string;
+}
+
+/** The one message the device answers a `status` stream with, then ends it. */
+export interface StatusReply {
+  status: number;
+  type: string;
+  body: string;
+}
+
+export type Header = ExecStart | FdOpen | ViewOpen | PairRequest | StatusRequest;
 
 /** Messages on an exec stream after the start. */
 export type ExecControl =
@@ -200,9 +213,19 @@ export function parseHeader(x: unknown): Header {
       if (!isStr(x.name) || x.name.length > 256 || !(x.proof instanceof Uint8Array))
         throw bad('bad pair request');
       return { kind: 'pair', name: x.name, proof: x.proof };
+    case 'status':
+      if (!isStr(x.path) || !x.path.startsWith('/') || x.path.length > 256 || !noNul(x.path))
+        throw bad('bad status request');
+      return { kind: 'status', path: x.path };
     default:
       throw bad(`unknown stream kind ${show(x.kind)}`);
   }
+}
+
+export function parseStatusReply(x: unknown): StatusReply {
+  if (!isObj(x) || !isUint(x.status, 999) || !isStr(x.type) || !isStr(x.body))
+    throw bad('bad status reply');
+  return { status: x.status, type: x.type, body: x.body };
 }
 
 export function parseExecControl(x: unknown): ExecControl {

@@ -5,6 +5,8 @@ import tls from 'node:tls';
 import { fingerprintOf, type Identity } from './identity.ts';
 
 export const ALPN = 'tether/1';
+/** The daemon's status API shares its port, chosen by ALPN. */
+export const HTTP_ALPN = 'http/1.1';
 
 const common = {
   minVersion: 'TLSv1.3' as const,

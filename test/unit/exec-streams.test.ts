@@ -8,6 +8,7 @@ import { duplexPair } from 'node:stream';
 import t from 'tap';
 import { TetherError } from '../../client/errors.ts';
 import { type RunIO, run } from '../../client/run.ts';
+import { Activity } from '../../daemon/activity.ts';
 import { createLogger } from '../../daemon/log.ts';
 import { serveConnection } from '../../daemon/server.ts';
 import { State } from '../../daemon/state.ts';
@@ -36,6 +37,8 @@ t.test('failed and finished runs leave no stream open on either side', async (t)
       deviceFingerprint: 'test',
       deviceName: 'test',
       viewEnv: null,
+      activity: new Activity(),
+      status: async () => ({ status: 404, type: 'text/plain', body: '' }),
     },
   );
   const client = new Connection(a, { role: 'client', caps: ['exec'] });
