@@ -2,8 +2,8 @@
 // runs on them. Sessions report themselves; nothing here changes what they do.
 import type { ExecSession } from './exec.ts';
 
-/** A run as the status API sees it (an ExecSession). */
-export type RunView = Pick<ExecSession, 'describe'>;
+/** A run as the status API and a stopping daemon see it (an ExecSession). */
+export type RunView = Pick<ExecSession, 'describe' | 'terminate'>;
 
 export interface ConnectionInfo {
   id: number;
@@ -20,6 +20,7 @@ export class Activity {
   private nextId = 1;
   private readonly connections = new Map<number, ConnectionInfo>();
   private readonly runs = new Map<RunView, number>();
+  private readonly idleWaiters = new Set<() => void>();
   runsStarted = 0;
   connectionsAccepted = 0;
 
@@ -41,6 +42,22 @@ export class Activity {
 
   runClosed(session: RunView): void {
     this.runs.delete(session);
+    if (this.runs.size === 0) for (const w of this.idleWaiters) w();
+  }
+
+  /** SIGTERM to every run; resolves once all have ended (exit reported) or after `ms`. */
+  terminateRuns(ms: number): Promise<void> {
+    for (const r of this.runs.keys()) r.terminate();
+    if (this.runs.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.idleWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.idleWaiters.add(done);
+    });
   }
 
   listConnections(): ConnectionInfo[] {

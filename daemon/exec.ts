@@ -362,6 +362,11 @@ export class ExecSession {
     }
   }
 
+  /** tetherd is stopping: the run gets a SIGTERM, as at a system shutdown. */
+  terminate(): void {
+    if (this.pid !== 0) this.signal('TERM');
+  }
+
   private signal(name: string): void {
     if (this.exited) return;
     // The run's process group is orphaned (its parent, tetherd, is in another

@@ -26,6 +26,9 @@ import type { StatusSources } from './status.ts';
 import { lookupUser } from './users.ts';
 import { hasSeccomp, type ViewEnv } from './view-session.ts';
 
+/** How long runs get to end after their SIGTERM when tetherd stops. */
+const STOP_GRACE_MS = 10_000;
+
 function parseListen(v: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(v);
   const port = Number(m?.[3] ?? DEFAULT_PORT);
@@ -138,7 +141,14 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     const socket = Duplex.from({ readable: process.stdin, writable: process.stdout });
     const conn = serveConnection(socket, { kind: 'authorized', fingerprint: null }, base);
     conn.on('close', () => process.exit(0));
-    const stopStdio = () => conn.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
+    let stopping = false;
+    const stopStdio = async () => {
+      if (!stopping) {
+        stopping = true;
+        await activity.terminateRuns(STOP_GRACE_MS);
+      }
+      conn.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
+    };
     process.on('SIGTERM', stopStdio);
     process.on('SIGINT', stopStdio);
     dieCleanly(log, () => conn.close(ErrorCode.INTERNAL_ERROR, 'tetherd failed'));
@@ -207,13 +217,22 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   const socketPath =
     o.statusSocket === false ? null : (o.statusSocket ?? join(state.dir, 'status.sock'));
   if (socketPath) await listenStatusSocket((await statusApp()).server, socketPath, log);
-  // Closing a connection kills its runs: no program outlives the daemon.
-  const stop = () => {
-    log.info({ connections: live.size }, 'shutting down');
+  // Runs get a SIGTERM and STOP_GRACE_MS to end, so what they wrote reaches the host and
+  // their clients get their exit; then closing the connections kills what is left: no
+  // program outlives the daemon. A second signal does not wait.
+  let stopping = false;
+  const stop = async () => {
+    const closeAll = () => {
+      for (const c of live) c.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
+      setImmediate(() => process.exit(0));
+    };
+    if (stopping) return closeAll();
+    stopping = true;
+    log.info({ connections: live.size, runs: activity.listRuns().length }, 'shutting down');
     server.close();
     if (socketPath) rmSync(socketPath, { force: true });
-    for (const c of live) c.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
-    setImmediate(() => process.exit(0));
+    await activity.terminateRuns(STOP_GRACE_MS);
+    closeAll();
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

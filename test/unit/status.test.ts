@@ -21,6 +21,7 @@ const run = (argv: string[], pid: number) => ({
     tty: false,
     since: new Date(Date.now() - 5000).toISOString(),
   }),
+  terminate: () => {},
 });
 
 async function app(t: Test) {
