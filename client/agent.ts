@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import { isSea } from 'node:sea';
 import { Connection } from '../transport/connection.ts';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { encodeMessage, readHeader } from '../transport/messages.ts';
@@ -187,7 +188,8 @@ export async function startAgentProcess(device: string, idleTimeoutS: number): P
   const child = spawn(
     process.execPath,
     [
-      process.argv[1]!,
+      // A single executable is its own main script.
+      ...(isSea() ? [] : [process.argv[1]!]),
       'agent',
       '-d',
       device,

@@ -3,6 +3,7 @@
 // the local default device.
 import { spawn } from 'node:child_process';
 import { userInfo } from 'node:os';
+import { isSea } from 'node:sea';
 import { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Connection } from '../transport/connection.ts';
@@ -16,8 +17,9 @@ export const LOCAL_DEVICE = 'local';
 
 /** Without any configuration, runs go to a tetherd started on this machine. */
 function localDevice(): DeviceConfig {
-  // bin/tetherd sits at the same depth from client/ (sources) and dist/ (bundle).
-  const daemon = fileURLToPath(new URL('../bin/tetherd', import.meta.url));
+  // bin/tetherd sits at the same depth from client/ (sources) and dist/ (bundle); the single
+  // executable has none beside it and takes the tetherd in the PATH.
+  const daemon = isSea() ? 'tetherd' : fileURLToPath(new URL('../bin/tetherd', import.meta.url));
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   return {
     name: LOCAL_DEVICE,

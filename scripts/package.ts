@@ -1,4 +1,4 @@
-// npm run package: single tetherd executables, one file each, under dist/release/.
+// npm run package: single tetherd and tether executables, one file each, under dist/release/.
 //
 // Node's own single-executable support (SEA): the daemon bundled as one CommonJS file with its
 // native addon inside, a SEA blob made from it, injected with postject into the official Node
@@ -6,6 +6,10 @@
 // first choice, but it always downloads its base binaries from nodejs.org, which this build
 // must not need. Base packages are fetched once with `npm pack` into build/node-dist (checked
 // against the integrity pinned below) and the build is offline from then on.
+//
+// tether is its native launcher (client/launcher) with the CLI's Node executable appended and a
+// trailer saying where it is: the launcher's hot path must run before any Node starts, and it
+// copies the Node part into the user's cache directory once to exec it.
 //
 //   node scripts/package.ts [--targets tetherd-linux-x64,tetherd-linux-arm64]
 import { execFileSync } from 'node:child_process';
@@ -82,6 +86,8 @@ interface Target {
   arch: Arch;
   entry: string;
   addon: string;
+  /** The executable is client/launcher with the SEA appended. */
+  launcher?: boolean;
 }
 
 const TARGETS: Record<string, Target> = {
@@ -103,7 +109,31 @@ const TARGETS: Record<string, Target> = {
     entry: 'daemon/sea-main.ts',
     addon: 'tether.node',
   },
+  'tether-linux-x64': {
+    name: 'tether',
+    arch: ARCHES.x64!,
+    entry: 'client/sea-main.ts',
+    addon: 'recvfds.node',
+    launcher: true,
+  },
+  'tether-linux-arm64': {
+    name: 'tether',
+    arch: ARCHES.arm64!,
+    entry: 'client/sea-main.ts',
+    addon: 'recvfds.node',
+    launcher: true,
+  },
 };
+
+/** The trailer client/launcher/tether-launch.c reads: magic, offset, size, id (48 bytes). */
+function payloadTrailer(offset: number, payload: Buffer): Buffer {
+  const t = Buffer.alloc(48);
+  t.write('TETHER-PAYLOAD-1', 0, 'latin1');
+  t.writeBigUInt64LE(BigInt(offset), 16);
+  t.writeBigUInt64LE(BigInt(payload.length), 24);
+  t.write(createHash('sha256').update(payload).digest('hex').slice(0, 16), 32, 'latin1');
+  return t;
+}
 
 /** Runs a build step; its output is shown only when it fails (postject warns about every note). */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
@@ -219,6 +249,13 @@ async function packageTarget(id: string, t: Target): Promise<string> {
     '--sentinel-fuse',
     SEA_FUSE,
   ]);
+  if (t.launcher) {
+    const launcher = join(work, 'tether-launch');
+    run(t.arch.cc, ['-O2', '-s', '-o', launcher, 'client/launcher/tether-launch.c']);
+    const front = readFileSync(launcher);
+    const sea = readFileSync(tmp);
+    writeFileSync(tmp, Buffer.concat([front, sea, payloadTrailer(front.length, sea)]));
+  }
   run('chmod', ['755', tmp]);
   run('mv', ['-f', tmp, out]);
   rmSync(work, { recursive: true, force: true });

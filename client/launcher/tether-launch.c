@@ -12,6 +12,12 @@
  * inherited: Node marks every inherited fd close-on-exec at startup, after
  * which they cannot be told apart from its own.
  *
+ * Installed from the repository, the CLI is <root>/dist/tether.mjs run by
+ * <root>/node_modules/.bin/node. The single-file release (npm run package)
+ * is this program with the CLI's Node executable appended and a trailer
+ * naming it; that executable is copied once into the cache directory
+ * (under a name holding its hash) and exec'ed from there.
+ *
  * The launch socket protocol is in docs/protocol.md ("Launch socket").
  */
 #define _GNU_SOURCE
@@ -24,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -106,11 +113,94 @@ static void root_dir(char *root, size_t size) {
   }
 }
 
+/* The single file's last bytes (scripts/package.ts writes them): where the appended
+ * executable starts, its size, and the first 16 hex digits of its SHA-256. */
+#define PAYLOAD_MAGIC "TETHER-PAYLOAD-1"
+struct trailer {
+  char magic[16];
+  unsigned long long offset, size;
+  char id[16];
+};
+
+/* $TETHER_CACHE_DIR, else $XDG_CACHE_HOME/tether, else ~/.cache/tether. */
+static int cache_dir(char *out, size_t size) {
+  const char *v = getenv("TETHER_CACHE_DIR");
+  if (v && *v) return snprintf(out, size, "%s", v) < (int)size ? 0 : -1;
+  v = getenv("XDG_CACHE_HOME");
+  if (v && *v) return snprintf(out, size, "%s/tether", v) < (int)size ? 0 : -1;
+  v = getenv("HOME");
+  if (v && *v) return snprintf(out, size, "%s/.cache/tether", v) < (int)size ? 0 : -1;
+  return -1;
+}
+
+static void mkdirs(char *dir) {
+  for (char *p = dir + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    mkdir(dir, 0700);
+    *p = '/';
+  }
+  mkdir(dir, 0700);
+}
+
+/* The appended executable, copied out of this file once; 0 without a trailer (no payload). */
+static int payload(char *path, size_t size) {
+  int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  if (self < 0) die("cannot open its own executable");
+  struct stat st;
+  struct trailer tr;
+  if (fstat(self, &st) < 0 || st.st_size < (off_t)sizeof tr ||
+      pread(self, &tr, sizeof tr, st.st_size - (off_t)sizeof tr) != (ssize_t)sizeof tr ||
+      memcmp(tr.magic, PAYLOAD_MAGIC, 16) != 0) {
+    close(self);
+    return 0;
+  }
+  if (tr.offset + tr.size + sizeof tr != (unsigned long long)st.st_size)
+    die("this executable is damaged (its trailer does not match its size)");
+  char dir[PATH_MAX];
+  if (cache_dir(dir, sizeof dir - 64) < 0) die("no cache directory: set TETHER_CACHE_DIR or HOME");
+  if (snprintf(path, size, "%s/tether-%.16s", dir, tr.id) >= (int)size) die("cache path too long");
+  struct stat have;
+  if (stat(path, &have) == 0 && (unsigned long long)have.st_size == tr.size) {
+    close(self);
+    return 1;
+  }
+  mkdirs(dir);
+  char tmp[PATH_MAX + 64];
+  snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+  int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+  if (out < 0) {
+    dprintf(2, "tether: cannot write %s: %s (set TETHER_CACHE_DIR)\n", tmp, strerror(errno));
+    _exit(255);
+  }
+  off_t from = (off_t)tr.offset;
+  for (unsigned long long left = tr.size; left > 0;) {
+    ssize_t n = sendfile(out, self, &from, left > (1u << 30) ? (1u << 30) : left);
+    if (n <= 0) {
+      unlink(tmp);
+      dprintf(2, "tether: cannot write %s: %s\n", tmp, n < 0 ? strerror(errno) : "short copy");
+      _exit(255);
+    }
+    left -= (unsigned long long)n;
+  }
+  close(self);
+  /* A concurrent first start may rename its own copy there too: both are the same bytes. */
+  if (close(out) < 0 || rename(tmp, path) < 0) {
+    unlink(tmp);
+    dprintf(2, "tether: cannot write %s: %s\n", path, strerror(errno));
+    _exit(255);
+  }
+  return 1;
+}
+
 static void exec_node(char **argv, int argc, const struct fdinfo *fds, int nfds) {
   char root[PATH_MAX], node[PATH_MAX + 32], main_js[PATH_MAX + 32], list[MAX_FDS * 12 + 1];
-  root_dir(root, sizeof root);
-  snprintf(node, sizeof node, "%s/node_modules/.bin/node", root);
-  snprintf(main_js, sizeof main_js, "%s/dist/tether.mjs", root);
+  int single = payload(node, sizeof node);
+  if (!single) {
+    root_dir(root, sizeof root);
+    snprintf(node, sizeof node, "%s/node_modules/.bin/node", root);
+    snprintf(main_js, sizeof main_js, "%s/dist/tether.mjs", root);
+  }
   size_t off = 0;
   list[0] = 0;
   for (int i = 0; i < nfds; i++)
@@ -119,9 +209,11 @@ static void exec_node(char **argv, int argc, const struct fdinfo *fds, int nfds)
   setenv("TETHER_INHERITED_FDS", list, 1);
   char **args = calloc((size_t)argc + 2, sizeof *args);
   if (!args) die("out of memory");
-  args[0] = node;
-  args[1] = main_js;
-  for (int i = 1; i < argc; i++) args[i + 1] = argv[i];
+  int a = 0;
+  args[a++] = node;
+  /* The single executable runs its own embedded main script. */
+  if (!single) args[a++] = main_js;
+  for (int i = 1; i < argc; i++) args[a++] = argv[i];
   execv(node, args);
   dprintf(2, "tether: %s: %s\n", node, strerror(errno));
   _exit(255);
