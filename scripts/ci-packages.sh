@@ -16,6 +16,12 @@ export DEBIAN_FRONTEND=noninteractive
 HELLO_DIR=${HELLO_DIR:-/var/cache/tether-test/hello}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# A mirror in the middle of a sync can serve one bad index (seen: bookworm-security's armhf
+# Packages.xz). apt then goes on with the others; what is really missing fails the install or
+# the download that needs it, with apt's message.
+apt_update() {
+  apt-get update -qq || echo "ci-packages: apt-get update failed for some index; going on" >&2
+}
 
 # apt-get source needs a deb-src entry; a separate list keeps the machine's own untouched.
 fetch_hello() {
@@ -27,37 +33,86 @@ fetch_hello() {
   . /etc/os-release
   printf '%s\n' 'Types: deb-src' "URIs: $uri" "Suites: $VERSION_CODENAME" 'Components: main' \
     'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$src"
-  apt-get update -qq
+  apt_update
   mkdir -p "$HELLO_DIR"
   (cd "$HELLO_DIR" && apt-get source --download-only hello=2.10-3)
   rm -f "$src"
-  apt-get update -qq
+  apt_update
 }
-# The emulated arm64 device (test/lib/arm64-device.ts): Debian's arm64 kernel, busybox and the
-# libraries the packaged tetherd links, unpacked into $ARM64_DIR/device; and a target sysroot
-# of Debian arm64 packages (coreutils, bash, glibc) in $ARM64_DIR/sysroot, which the device's
-# own root never holds.
-ARM64_DIR=${ARM64_DIR:-/var/cache/tether-test/arm64}
-DEVICE_PKGS="busybox-static libc6 libstdc++6 libgcc-s1"
-SYSROOT_PKGS="libc6 coreutils bash dash libtinfo6 libacl1 libattr1 libgmp10 libselinux1 libpcre2-8-0"
-fetch_arm64() {
-  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-  apt-get update -qq
-  kpkg=$(apt-cache depends linux-image-arm64:arm64 | awk '/Depends: linux-image-/ { sub(/:arm64$/, "", $2); print $2; exit }')
+# The emulated ARM devices (test/lib/arm-device.ts): Debian 12's kernel, busybox and the
+# libraries the packaged tetherd links (glibc 2.36), unpacked into $ARM_CACHE/<arch>/device; and
+# a target sysroot of Debian packages (coreutils, bash, dash) in $ARM_CACHE/<arch>/sysroot,
+# which the device's own root never holds, with Debian 13's glibc (2.41): a program there runs
+# with the sysroot's C library, not the device's. <arch> is arm64 (linux-image-arm64) or armv7
+# (armhf, linux-image-armmp-lpae; armv7 Node also needs libatomic).
+ARM_CACHE=${ARM_CACHE:-/var/cache/tether-test}
+SYSROOT_PKGS="coreutils bash dash libtinfo6 libacl1 libattr1 libgmp10 libselinux1 libpcre2-8-0"
+SYSROOT_TRIXIE_PKGS="libc6"
+# apt for Debian 13 from a configuration of its own: the machine's sources and state untouched.
+TRIXIE_APT=$ARM_CACHE/apt-trixie
+trixie_apt() {
+  APT_CONFIG=$TRIXIE_APT/apt.conf apt-get "$@"
+}
+setup_trixie_apt() {
+  a=$TRIXIE_APT
+  mkdir -p "$a/state/lists/partial" "$a/cache/archives/partial" "$a/etc/sources.list.d" \
+    "$a/etc/preferences.d"
+  [ -f "$a/state/status" ] || : >"$a/state/status"
+  echo 'deb [arch=arm64,armhf signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]' \
+    'http://deb.debian.org/debian trixie main' >"$a/etc/sources.list"
+  cat >"$a/apt.conf" <<EOF
+Dir::State "$a/state";
+Dir::State::status "$a/state/status";
+Dir::Cache "$a/cache";
+Dir::Etc::SourceList "$a/etc/sources.list";
+Dir::Etc::SourceParts "$a/etc/sources.list.d";
+Dir::Etc::PreferencesParts "$a/etc/preferences.d";
+APT::Architectures { "arm64"; "armhf"; };
+EOF
+  trixie_apt update -qq
+}
+# Debian 13's packages install into /usr only: the sysroot gets the merged-/usr layout (/bin,
+# /sbin and /lib links into /usr, as in Debian 12 systems too), and Debian 12's files move there.
+usrmerge() {
+  for d in bin sbin lib; do
+    [ -L "$1/$d" ] && continue
+    mkdir -p "$1/usr/$d"
+    if [ -d "$1/$d" ]; then cp -a "$1/$d/." "$1/usr/$d/" && rm -rf "${1:?}/$d"; fi
+    ln -s "usr/$d" "$1/$d"
+  done
+}
+# fetch_arm <dir name> <Debian architecture> <kernel metapackage> <device packages>
+fetch_arm() {
+  dir=$ARM_CACHE/$1 arch=$2
+  if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    dpkg --add-architecture "$arch"
+    apt_update
+  fi
+  kpkg=$(apt-cache depends "$3:$arch" | awk -v a=":$arch" '/Depends: linux-image-/ { sub(a "$", "", $2); print $2; exit }')
   [ -n "$kpkg" ] || return 1
   for part in device sysroot; do
-    if [ $part = device ]; then pkgs="$kpkg $DEVICE_PKGS"; else pkgs=$SYSROOT_PKGS; fi
-    [ -f "$ARM64_DIR/$part/.done" ] && continue
-    rm -rf "$ARM64_DIR/$part" "$ARM64_DIR/debs-$part"
-    mkdir -p "$ARM64_DIR/$part" "$ARM64_DIR/debs-$part"
-    (cd "$ARM64_DIR/debs-$part" && for p in $pkgs; do apt-get download -qq "$p:arm64"; done)
-    for d in "$ARM64_DIR/debs-$part"/*.deb; do dpkg -x "$d" "$ARM64_DIR/$part"; done
-    echo "${kpkg#linux-image-}" >"$ARM64_DIR/$part/.kver"
-    touch "$ARM64_DIR/$part/.done"
+    if [ $part = device ]; then
+      pkgs="$kpkg $4" trixie=""
+    else
+      pkgs=$SYSROOT_PKGS trixie=$SYSROOT_TRIXIE_PKGS
+    fi
+    # .done names what was unpacked: a changed list unpacks again.
+    [ "$(cat "$dir/$part/.done" 2>/dev/null)" = "$pkgs trixie: $trixie" ] && continue
+    rm -rf "$dir/$part" "$dir/debs-$part"
+    mkdir -p "$dir/$part" "$dir/debs-$part"
+    (
+      cd "$dir/debs-$part" || exit 1
+      for p in $pkgs; do apt-get download -qq "$p:$arch" || exit 1; done
+      for p in $trixie; do trixie_apt download -qq "$p:$arch" || exit 1; done
+    ) || return 1
+    for d in "$dir/debs-$part"/*.deb; do dpkg -x "$d" "$dir/$part"; done
+    [ $part = device ] || usrmerge "$dir/$part"
+    echo "${kpkg#linux-image-}" >"$dir/$part/.kver"
+    echo "$pkgs trixie: $trixie" >"$dir/$part/.done"
   done
 }
 if ! {
-  apt-get update -qq &&
+  apt_update &&
     apt-get install -y -qq --no-install-recommends \
       iproute2 iptables iputils-ping procps \
       openssh-server openssh-client \
@@ -65,10 +120,12 @@ if ! {
       linux-libc-dev linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross \
       gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
       qemu-user-static libstdc++6-arm64-cross libstdc++6-armhf-cross libatomic1-armhf-cross \
-      qemu-system-arm cpio systemd \
+      qemu-system-arm cpio systemd curl podman runc mmdebstrap \
       musl-tools python3 make dpkg-dev &&
     fetch_hello &&
-    fetch_arm64
+    setup_trixie_apt &&
+    fetch_arm arm64 arm64 linux-image-arm64 "busybox-static libc6 libstdc++6 libgcc-s1" &&
+    fetch_arm armv7 armhf linux-image-armmp-lpae "busybox-static libc6 libstdc++6 libgcc-s1 libatomic1"
 } >"$log" 2>&1; then
   cat "$log" >&2
   exit 1

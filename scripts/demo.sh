@@ -1,52 +1,25 @@
 #!/usr/bin/env bash
-# The main job on a local test device: a network namespace "tether-demo"
-# joined to this host by a veth link, tetherd listening in it over TLS,
-# this host paired with it through the one-time code, and programs run on
-# it with `tether run`. Needs root (namespaces). Leaves nothing behind.
+# The main job: an emulated arm64 device booted with the packaged tetherd-linux-arm64, this host
+# paired with it, and ARM programs from a host sysroot run on it (scripts/demo-arm64.ts). Sets up
+# what it needs first: the Debian packages and the device's and sysroot's files
+# (scripts/ci-packages.sh, once) and the executable (npm run package). `scripts/demo.sh local`
+# runs on a same-arch device in a network namespace instead (scripts/demo-local.sh).
+# Needs root (apt-get, namespaces). Leaves nothing behind but the caches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" -eq 0 ] || { echo "demo: needs root for the network namespace" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "demo: needs root (apt-get, namespaces)" >&2; exit 1; }
+case "${1:-arm64}" in
+  arm64) ;;
+  local) exec scripts/demo-local.sh ;;
+  *) echo "usage: scripts/demo.sh [arm64|local]" >&2; exit 2 ;;
+esac
+export PATH="$PWD/node_modules/.bin:$PATH"
+cache=${ARM_CACHE:-/var/cache/tether-test}/arm64
+if [ ! -f "$cache/device/.done" ] || [ ! -f "$cache/sysroot/.done" ] || ! command -v qemu-system-aarch64 >/dev/null; then
+  echo "== installing Debian packages and the arm64 device's files (scripts/ci-packages.sh; minutes, once)"
+  sh scripts/ci-packages.sh
+fi
 [ -f dist/tether.mjs ] || npm run --silent build
-
-ns=tether-demo
-work=$(mktemp -d)
-export TETHER_HOME=$work/client
-cleanup() {
-  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-  ip netns del "$ns" 2>/dev/null || true
-  ip link del tdemo-h 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cleanup_quiet() { ip netns del "$ns" 2>/dev/null || true; ip link del tdemo-h 2>/dev/null || true; }
-cleanup_quiet
-
-ip netns add "$ns"
-ip link add tdemo-h type veth peer name tdemo-d
-ip link set tdemo-d netns "$ns"
-ip addr add 10.254.77.1/30 dev tdemo-h
-ip link set tdemo-h up
-ip -n "$ns" addr add 10.254.77.2/30 dev tdemo-d
-ip -n "$ns" link set tdemo-d up
-ip -n "$ns" link set lo up
-
-echo "== starting tetherd on the device (10.254.77.2:1202), pairing open"
-ip netns exec "$ns" bin/tetherd --listen 10.254.77.2:1202 --state "$work/device" --user "$(id -un)" --pair \
-  --log-format json 2>"$work/tetherd.log" &
-for _ in $(seq 100); do grep -q 'listening on' "$work/tetherd.log" 2>/dev/null && break; sleep 0.1; done
-code=$(sed -n 's/^tetherd: pairing code \([A-Z0-9-]*\).*/\1/p' "$work/tetherd.log")
-
-echo "== pairing this host with the device (code $code)"
-bin/tether pair demo 10.254.77.2 --code "$code"
-
-echo "== tether run -d demo uname -a"
-bin/tether run -d demo uname -a
-echo "== exit status, stdin and an extra fd"
-echo "hello from the host" > "$work/in.txt"
-bin/tether run -d demo sh -c 'read line; echo "device read: $line"; echo "to fd 5" >&5; exit 3' <"$work/in.txt" 5>"$work/out5.txt" || echo "exit status: $?"
-echo "fd 5 on the host got: $(cat "$work/out5.txt")"
-echo "== the view: the device runs a script that exists only in this host's files"
-printf '#!/bin/sh\necho "$0 runs on the device; its cwd is $(pwd)"\necho "written on the device" >result.txt\n' >"$work/hello.sh"
-chmod +x "$work/hello.sh"
-bin/tether run -d demo -C "$work" ./hello.sh
-echo "result.txt on the host: $(cat "$work/result.txt")"
+echo "== building dist/release/tetherd-linux-arm64 (npm run package)"
+node scripts/package.ts --targets tetherd-linux-arm64
+exec node scripts/demo-arm64.ts

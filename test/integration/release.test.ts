@@ -1,28 +1,26 @@
 // npm run package (scripts/package.ts): one tetherd file per target. The x64 one then runs as
 // the device's daemon in a minimal root that holds only it and the C libraries it links, the
-// arm64 one as the daemon of an emulated arm64 device (test/lib/arm64-device.ts) whose own
-// files are busybox and those libraries: a passing run proves the executable carries the rest
-// (its JavaScript and its native addon) and that every program came through the view.
+// arm64 and armv7 ones as the daemons of emulated arm64 and armv7 devices (test/lib/arm-device.ts)
+// whose own files are busybox and those libraries: a passing run proves the executable carries
+// the rest (its JavaScript and its native addon) and that every program came through the view.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  closeSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
-  openSync,
   readdirSync,
   readFileSync,
-  readSync,
   rmSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import pkg from '../../package.json' with { type: 'json' };
-import { ARM64_SYSROOT, startArm64Device } from '../lib/arm64-device.ts';
+import { type ArmArch, armGlibcVersion, armSysroot, startArmDevice } from '../lib/arm-device.ts';
+import { elfMachine } from '../lib/elf.ts';
 import { ROOT, startDaemon, tether } from '../lib/tetherd.ts';
 
 const RELEASE = join(ROOT, 'dist/release');
@@ -40,20 +38,12 @@ function packageAll(targets?: string): string {
 
 const sha256 = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
 
-/** e_machine of an ELF file: 62 x86-64, 183 AArch64, 40 ARM. */
-function elfMachine(file: string): number {
-  const b = Buffer.alloc(20);
-  const fd = openSync(file, 'r');
-  try {
-    readSync(fd, b, 0, 20, 0);
-  } finally {
-    closeSync(fd);
-  }
-  if (!b.subarray(0, 4).equals(Buffer.from('\x7fELF', 'latin1'))) return -1;
-  return b.readUInt16LE(18);
-}
+// Three builds and two emulated devices (TCG): 3–4 minutes on 2 cores, more beside other test
+// files.
+t.setTimeout(900_000);
 
-const printed = packageAll();
+// The tether clients are test/integration/release-client.test.ts's, which may run beside this.
+const printed = packageAll('tetherd-linux-x64,tetherd-linux-arm64,tetherd-linux-armv7');
 
 t.test('npm run package makes one executable per target', async (t) => {
   for (const [file, machine] of [
@@ -153,45 +143,7 @@ t.test('a second build is byte for byte the same', async (t) => {
   t.equal(sha256(X64), before);
 });
 
-t.test(
-  'the arm64 executable runs arm64 programs from a host sysroot on an arm64 device',
-  async (t) => {
-    const dev = await startArm64Device(ARM64);
-    t.teardown(() => dev.stop());
-    t.comment(`the arm64 device listened ${dev.bootSeconds.toFixed(1)} s after qemu started`);
-    const work = mkdtempSync(join(tmpdir(), 'tether-arm64-work-'));
-    t.teardown(() => rmSync(work, { recursive: true, force: true }));
-    const run = (args: string[]) =>
-      tether(dev, ['run', '--root', ARM64_SYSROOT, '--bind', work, '-C', work, ...args]);
-    const cc = (gcc: string, name: string, src: string) => {
-      writeFileSync(join(work, `${name}.c`), src);
-      execFileSync(gcc, ['-O1', '-static', '-o', join(work, name), join(work, `${name}.c`)]);
-    };
-
-    const uname = await run(['uname', '-m']);
-    t.equal(uname.code, 0, uname.stderr);
-    t.equal(uname.stdout, 'aarch64\n', "the sysroot's dynamic coreutils on the device");
-
-    const bash = await run([
-      'bash',
-      '-c',
-      'echo "$BASH_VERSION" > version.txt; ls /bin/bash; exit 7',
-    ]);
-    t.equal(bash.code, 7, bash.stderr);
-    t.equal(bash.stdout, '/bin/bash\n');
-    t.match(
-      readFileSync(join(work, 'version.txt'), 'utf8'),
-      /^5\.\d+/,
-      'the write landed on the host',
-    );
-
-    writeFileSync(join(work, 'script'), '#!/bin/sh\necho "script $1 on $(uname -m)"\n', {
-      mode: 0o755,
-    });
-    const script = await run(['./script', 'arg']);
-    t.equal(script.stdout, 'script arg on aarch64\n', script.stderr);
-
-    const src = (what: string) => `#include <stdio.h>
+const inputProgram = (what: string) => `#include <stdio.h>
 int main(void) {
   FILE *f = fopen("input.txt", "r");
   char line[64] = "";
@@ -200,21 +152,147 @@ int main(void) {
   return 3;
 }
 `;
-    writeFileSync(join(work, 'input.txt'), 'from the host\n');
-    cc('aarch64-linux-gnu-gcc', 'static64', src('static arm64'));
-    const s64 = await run(['./static64']);
-    t.equal(s64.code, 3, s64.stderr);
-    t.equal(s64.stdout, 'static arm64 read from the host\n');
 
-    cc('arm-linux-gnueabihf-gcc', 'static32', src('32-bit arm'));
-    const s32 = await run(['./static32']);
-    t.equal(s32.code, 3, s32.stderr);
-    t.equal(s32.stdout, '32-bit arm read from the host\n', 'a 32-bit program on the 64-bit device');
+/**
+ * 32-bit arm calls with 64-bit values, on the host file `big`: truncate64's length in a
+ * register pair that starts at r2, utimensat_time64's times past 2038 (glibc uses it only for
+ * those).
+ */
+async function time64(t: Test, { run, cc, work }: ArmCheck, what: string): Promise<void> {
+  cc(
+    'arm-linux-gnueabihf-gcc',
+    'time64',
+    `#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(void) {
+  struct timespec ts[2] = {{0, UTIME_OMIT}, {4000000000LL, 7}};
+  if (truncate("big", 4294967299LL) || utimensat(AT_FDCWD, "big", ts, 0)) perror("big");
+  return 0;
+}
+`,
+    ['-static', '-D_FILE_OFFSET_BITS=64', '-D_TIME_BITS=64'],
+  );
+  writeFileSync(join(work, 'big'), 'content\n');
+  const r = await run(['./time64']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stderr, '');
+  const st = statSync(join(work, 'big'), { bigint: true });
+  t.equal(st.size, 4294967299n, `truncate64 of ${what} on the host file`);
+  t.equal(st.mtimeNs, 4000000000_000000007n, `utimensat_time64 of ${what} on the host file`);
+}
 
-    const killed = await run(['sh', '-c', 'kill -TERM $$']);
-    t.equal(killed.signal, 'SIGTERM', killed.stderr);
+const ARM_DEVICES: {
+  arch: ArmArch;
+  binary: string;
+  machine: string;
+  gcc: string;
+  /** What else this device runs: a test of its own on the same device. */
+  more: (t: Test, c: ArmCheck) => Promise<void>;
+}[] = [
+  {
+    arch: 'arm64',
+    binary: ARM64,
+    machine: 'aarch64',
+    gcc: 'aarch64-linux-gnu-gcc',
+    more: async (t, c) => {
+      c.cc('arm-linux-gnueabihf-gcc', 'static32', inputProgram('32-bit arm'), ['-static']);
+      const s32 = await c.run(['./static32']);
+      t.equal(s32.code, 3, s32.stderr);
+      t.equal(
+        s32.stdout,
+        '32-bit arm read from the host\n',
+        'a 32-bit program on the 64-bit device',
+      );
+      await time64(t, c, 'a 32-bit program under a 64-bit tracer');
+    },
   },
-);
+  {
+    arch: 'armv7',
+    binary: ARMV7,
+    machine: 'armv7l',
+    gcc: 'arm-linux-gnueabihf-gcc',
+    more: (t, c) => time64(t, c, 'a 32-bit tracer'),
+  },
+];
+
+interface ArmCheck {
+  work: string;
+  run: (args: string[]) => ReturnType<typeof tether>;
+  cc: (gcc: string, name: string, src: string, flags: string[]) => void;
+}
+
+for (const { arch, binary, machine, gcc, more } of ARM_DEVICES)
+  t.test(
+    `the ${arch} executable runs ${arch} programs from a host sysroot on an ${arch} device`,
+    async (t) => {
+      const dev = await startArmDevice(arch, binary);
+      t.teardown(() => dev.stop());
+      t.comment(`the ${arch} device listened ${dev.bootSeconds.toFixed(1)} s after qemu started`);
+      const started = performance.now();
+      const work = mkdtempSync(join(tmpdir(), `tether-${arch}-work-`));
+      t.teardown(() => rmSync(work, { recursive: true, force: true }));
+      const sysroot = armSysroot(arch);
+      const run = (args: string[]) =>
+        tether(dev, ['run', '--root', sysroot, '--bind', work, '-C', work, ...args]);
+      const cc = (gcc: string, name: string, src: string, flags: string[]) => {
+        writeFileSync(join(work, `${name}.c`), src);
+        execFileSync(gcc, ['-O1', ...flags, '-o', join(work, name), join(work, `${name}.c`)]);
+      };
+
+      const uname = await run(['uname', '-m']);
+      t.equal(uname.code, 0, uname.stderr);
+      t.equal(uname.stdout, `${machine}\n`, "the sysroot's dynamic coreutils on the device");
+
+      const bash = await run([
+        'bash',
+        '-c',
+        'echo "$BASH_VERSION" > version.txt; ls /bin/bash; exit 7',
+      ]);
+      t.equal(bash.code, 7, bash.stderr);
+      t.equal(bash.stdout, '/bin/bash\n');
+      t.match(
+        readFileSync(join(work, 'version.txt'), 'utf8'),
+        /^5\.\d+/,
+        'the write landed on the host',
+      );
+
+      writeFileSync(join(work, 'script'), '#!/bin/sh\necho "script $1 on $(uname -m)"\n', {
+        mode: 0o755,
+      });
+      const script = await run(['./script', 'arg']);
+      t.equal(script.stdout, `script arg on ${machine}\n`, script.stderr);
+
+      // Linked here against the cross compiler's glibc, it runs with the sysroot's (Debian 13),
+      // which the device (Debian 12's, for tetherd) does not have.
+      cc(
+        gcc,
+        'glibc',
+        `#include <gnu/libc-version.h>
+#include <stdio.h>
+int main(void) { printf("glibc %s\\n", gnu_get_libc_version()); return 0; }
+`,
+        [],
+      );
+      const [device, view] = [armGlibcVersion(arch, 'device'), armGlibcVersion(arch, 'sysroot')];
+      t.not(view, device, `the sysroot's glibc ${view} is not the device's ${device}`);
+      const glibc = await run(['./glibc']);
+      t.equal(glibc.stdout, `glibc ${view}\n`, glibc.stderr);
+
+      writeFileSync(join(work, 'input.txt'), 'from the host\n');
+      cc(gcc, 'static', inputProgram(`static ${arch}`), ['-static']);
+      const stat = await run(['./static']);
+      t.equal(stat.code, 3, stat.stderr);
+      t.equal(stat.stdout, `static ${arch} read from the host\n`);
+
+      await more(t, { run, cc, work });
+
+      const killed = await run(['sh', '-c', 'kill -TERM $$']);
+      t.equal(killed.signal, 'SIGTERM', killed.stderr);
+      t.comment(`the ${arch} checks took ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    },
+  );
 
 t.test('the systemd unit example is valid and passes only options tetherd has', async (t) => {
   const unit = readFileSync(join(ROOT, 'docs/tetherd.service'), 'utf8');
