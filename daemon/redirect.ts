@@ -1323,7 +1323,7 @@ function fdMeta(
     const req = body(path);
     const res = await r.run.client.change(req);
     r.changed(req, Array.isArray(res) ? res : []);
-    r.work.markSynced(s.proc.pid, fd);
+    r.work.afterFdChange(s.proc.pid, fd, req);
     return ret(0);
   })();
 }

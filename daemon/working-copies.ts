@@ -12,10 +12,12 @@ import {
   mkdirSync,
   readFileSync,
   statSync,
+  truncateSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import type { ViewNode } from '../transport/view.ts';
+import type { TimeSpec, ViewNode } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
@@ -148,7 +150,17 @@ export class WorkingCopies {
    * paths the host changed, links resolved (copies are kept under those).
    */
   afterChange(req: ViewRequestBody, canonical: string[]): void {
-    if (req.op === 'unlink') {
+    if (req.op === 'truncate') {
+      // The host file and its copy are one file to the program: both get the new length.
+      const c = this.byPath.get(canonical[0] ?? req.path);
+      if (!c || c.detached) return;
+      const synced = stamp(c.file) === c.synced;
+      truncateSync(c.file, req.size);
+      if (synced) c.synced = stamp(c.file);
+    } else if (req.op === 'utimens') {
+      const c = this.byPath.get(canonical[0] ?? req.path);
+      if (c && !c.detached) this.setTimes(c, req);
+    } else if (req.op === 'unlink') {
       this.detach(req.path);
       for (const p of canonical) this.detach(p);
     } else if (req.op === 'rename') {
@@ -220,10 +232,25 @@ export class WorkingCopies {
     }
   }
 
-  /** The copy behind a tracee's fd now matches the host as it is (after an fd metadata call). */
-  markSynced(pid: number, fd: number): void {
+  /**
+   * An fd metadata call (fchmod, futimens…) changed the host file: the copy behind the fd takes
+   * the new times too, and now matches the host as it is.
+   */
+  afterFdChange(pid: number, fd: number, req: ViewRequestBody): void {
     const c = this.copyOf(pid, fd);
-    if (c) c.synced = stamp(c.file);
+    if (!c) return;
+    if (req.op === 'utimens') this.setTimes(c, req);
+    c.synced = stamp(c.file);
+  }
+
+  /** The times a utimensat gave the host file, on its copy (which stat shows while it exists). */
+  private setTimes(c: Copy, req: Extract<ViewRequestBody, { op: 'utimens' }>): void {
+    const synced = stamp(c.file) === c.synced;
+    const st = statSync(c.file);
+    const seconds = (t: TimeSpec, old: Date) =>
+      t === 'omit' ? old : t === 'now' ? new Date() : t[0] + t[1] / 1e9;
+    utimesSync(c.file, seconds(req.atime, st.atime), seconds(req.mtime, st.mtime));
+    if (synced) c.synced = stamp(c.file);
   }
 
   private copyOf(pid: number, fd: number): Copy | undefined {

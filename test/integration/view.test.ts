@@ -96,6 +96,25 @@ t.test('a file written by one program is read by the next in the same shell', as
   t.equal(r.stdout, 'int main(void){return 7;}nonempty\n');
 });
 
+t.test('truncate and touch by path after a write act on the file the program wrote', async (t) => {
+  // The written file has a working copy on the device; path-based truncate and utimensat go to
+  // the host and must not leave the copy's old length or times behind.
+  const r = await run([
+    'sh',
+    '-c',
+    'printf 0123456789 > tr.txt; truncate -s 4 tr.txt; stat -c %s tr.txt; printf X >> tr.txt; cat tr.txt; echo;' +
+      ' printf abc > tm.txt; touch -d @1000000000 tm.txt; stat -c %Y tm.txt; printf d >> tm.txt',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, '4\n0123X\n1000000000\n');
+  t.equal(
+    readFileSync(join(work, 'tr.txt'), 'utf8'),
+    '0123X',
+    'the host file: truncated, then appended',
+  );
+  t.equal(readFileSync(join(work, 'tm.txt'), 'utf8'), 'abcd');
+});
+
 t.test("an exited writer's bytes reach the host before the next request", async (t) => {
   // /bin/echo runs as its own process: its file is written back as it exits, and the mv
   // that follows at once must rename the finished file, not an empty or missing one.
