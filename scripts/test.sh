@@ -15,7 +15,7 @@ rcfile=$(mktemp)
   echo $? >"$rcfile"
 } 2>&1 | tee "$log"
 rc=$(cat "$rcfile")
-summary=$(grep -E '^# \{ total' "$log" | tail -n 1)
+summary=$(grep -a -E '^# \{ total' "$log" | tail -n 1)
 rm -f "$log" "$rcfile"
 field() { echo "$summary" | sed -n "s/.*$1: \([0-9]*\).*/\1/p"; }
 pass=$(field pass)
