@@ -30,7 +30,7 @@ function tether(args: string[], input?: string): Promise<number> {
   return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 128 + 15)));
 }
 
-say('booting the emulated arm64 device (qemu-system-aarch64, no KVM: about 15 s)');
+say('booting the emulated arm64 device (qemu-system-aarch64, no KVM: about 10 s)');
 const dev = await startArmDevice('arm64', join(ROOT, 'dist/release/tetherd-linux-arm64'), [
   '--pair',
 ]);
