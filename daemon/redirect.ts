@@ -1282,6 +1282,49 @@ const utimensatH =
     }));
   };
 
+/**
+ * utimes, futimesat and utime, the calls before utimensat (x86_64, i386, arm): two struct
+ * timeval (word-sized seconds and microseconds) or one struct utimbuf (two word-sized seconds);
+ * NULL sets both times to now. Done as utimensat with the same times, following symlinks.
+ */
+const oldTimesH =
+  (kind: 'utimes' | 'futimesat' | 'utime'): Handler =>
+  (r, s) => {
+    const pathIdx = kind === 'futimesat' ? 1 : 0;
+    const ptr = s.args[pathIdx + 1]!;
+    const w = s.abi.wordSize;
+    let times: [ReturnType<typeof timeOf>, ReturnType<typeof timeOf>] = ['now', 'now'];
+    if (ptr !== 0n) {
+      const words = kind === 'utime' ? 2 : 4;
+      const b = s.readMem(ptr, words * w);
+      if (b.length < words * w) return fail(E.EFAULT);
+      const word = (i: number) =>
+        w === 8 ? Number(b.readBigInt64LE(8 * i)) : b.readInt32LE(4 * i);
+      if (kind === 'utime')
+        times = [
+          [word(0), 0],
+          [word(1), 0],
+        ];
+      else {
+        if ([word(1), word(3)].some((us) => us < 0 || us > 999_999)) return fail(E.EINVAL);
+        times = [
+          [word(0), word(1) * 1000],
+          [word(2), word(3) * 1000],
+        ];
+      }
+    }
+    const body = (path: string): ViewRequestBody => ({
+      op: 'utimens',
+      path,
+      atime: times[0],
+      mtime: times[1],
+      follow: true,
+    });
+    // futimesat(fd, NULL, times) sets the times of the fd's file.
+    if (kind === 'futimesat' && s.args[1] === 0n) return fdMeta(r, s, body);
+    return doSimple(r, s, kind === 'futimesat' ? s32(s.args[0]!) : AT.FDCWD, pathIdx, body);
+  };
+
 function timeOf(sec: number, nsec: number): [number, number] | 'now' | 'omit' {
   if (nsec === UTIME_NOW) return 'now';
   if (nsec === UTIME_OMIT) return 'omit';
@@ -1407,6 +1450,9 @@ const HANDLERS: Record<string, Handler> = {
   fchownat: chownH('fchownat'),
   utimensat: utimensatH(false),
   utimensat_time64: utimensatH(true),
+  utimes: oldTimesH('utimes'),
+  futimesat: oldTimesH('futimesat'),
+  utime: oldTimesH('utime'),
   truncate: truncateH(false),
   truncate64: truncateH(true),
   statfs,

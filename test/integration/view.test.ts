@@ -427,6 +427,43 @@ int main(void) {
   t.equal(r.stdout, '-1 1 -1 1\n');
 });
 
+t.test('utimes, futimesat and utime set the times of host files', async (t) => {
+  // The calls before utimensat, made directly (glibc turns its wrappers into utimensat).
+  const prog = cc(
+    'oldtimes',
+    `#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <utime.h>
+int main(void) {
+  struct timeval tv[2] = {{1000000000, 250000}, {1100000000, 500000}};
+  struct utimbuf ub = {1200000000, 1300000000};
+  int dir = open(".", O_RDONLY | O_DIRECTORY);
+  long a = syscall(SYS_utimes, "t1", tv);
+  long b = syscall(SYS_futimesat, dir, "t2", tv);
+  long c = syscall(SYS_utime, "t3", &ub);
+  tv[1].tv_usec = 1000000;
+  long d = syscall(SYS_utimes, "t1", tv);
+  int einval = errno == EINVAL;
+  long e = syscall(SYS_utimes, "no-such-file", 0);
+  printf("%ld %ld %ld %ld %d %ld %d\\n", a, b, c, d, einval, e, errno == ENOENT);
+  return 0;
+}`,
+  );
+  for (const f of ['t1', 't2', 't3']) writeFileSync(join(work, f), f);
+  const r = await run([prog]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, '0 0 0 -1 1 -1 1\n');
+  const mtime = (f: string) => statSync(join(work, f), { bigint: true }).mtimeNs;
+  t.equal(mtime('t1'), 1100000000_500000000n, 'utimes: seconds and microseconds');
+  t.equal(mtime('t2'), 1100000000_500000000n, 'futimesat relative to a directory fd');
+  t.equal(mtime('t3'), 1300000000_000000000n, 'utime: whole seconds');
+  t.equal(statSync(join(work, 't1'), { bigint: true }).atimeNs, 1000000000_250000000n);
+});
+
 t.test('a program whose loader and libc exist only on the host (musl)', async (t) => {
   const c = join(work, 'musl.c');
   writeFileSync(
