@@ -18,7 +18,7 @@ import {
 import type { Stream } from '../transport/stream.ts';
 import { describeClose } from './connect.ts';
 import { TetherError } from './errors.ts';
-import { viewSpecOf } from './view-config.ts';
+import { cwdHint, viewSpecOf } from './view-config.ts';
 import { fdFile } from './view-fds.ts';
 import type { Mount } from './view-resolve.ts';
 import { ViewServer } from './view-server.ts';
@@ -159,7 +159,12 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
         if (ev.type === 'started') {
           if (req.verbose) io.note(`tether: started pid ${ev.pid} on ${req.deviceName}`);
         } else if (ev.type === 'error') {
-          throw new TetherError(ev.message, ev.exitCode);
+          const hint = ev.code === 'ENOENT' ? cwdHint(req.view, req.cwd) : null;
+          const chdir = ev.message.startsWith('chdir ');
+          throw new TetherError(
+            hint && chdir ? `${ev.message} (${hint})` : ev.message,
+            ev.exitCode,
+          );
         } else if (ev.signal !== null) {
           outcome = { signal: ev.signal, core: ev.core };
         } else {

@@ -2,8 +2,8 @@
 // executable into the cache directory (which allows exec); the agent's addon, embedded by the
 // build, is written next to it the first time the agent needs it. Then the CLI starts.
 import { createHash } from 'node:crypto';
-import { existsSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import addon from 'tether:addon';
 import { useAddon } from './native.ts';
 
@@ -14,6 +14,11 @@ useAddon(() => {
     const tmp = `${file}.tmp${process.pid}`;
     writeFileSync(tmp, addon, { mode: 0o755 });
     renameSync(tmp, file);
+    // Other versions' addons go (one still running writes its own again when it needs it).
+    const dir = dirname(file);
+    for (const name of readdirSync(dir))
+      if (/^recvfds-[0-9a-f]{16}\.node$/.test(name) && name !== basename(file))
+        rmSync(join(dir, name), { force: true });
   }
   return file;
 });

@@ -48,3 +48,16 @@ export function viewSpecOf(mounts: readonly Mount[]): ViewSpec {
     lease: createHash('sha256').update(JSON.stringify(mounts)).digest('hex').slice(0, 32),
   };
 }
+
+/**
+ * Why a run's working directory may be missing on the device: with a sysroot as `/`, the
+ * host's directories are in the view only where a writable mount shows them.
+ */
+export function cwdHint(mounts: readonly Mount[] | null, cwd: string): string | null {
+  const root = mounts?.find((m) => m.path === '/');
+  if (!mounts || !root || 'device' in root || root.host === '/') return null;
+  const under = (p: string) => cwd === p || cwd.startsWith(p.endsWith('/') ? p : `${p}/`);
+  // Under the device's /tmp it is the device's directory: a bind shows the host's.
+  if (mounts.some((m) => m.path !== '/' && !('device' in m) && under(m.path))) return null;
+  return `the view's / is ${root.host}: show this directory with --bind ${cwd}`;
+}

@@ -143,6 +143,21 @@ static void mkdirs(char *dir) {
   mkdir(dir, 0700);
 }
 
+/* Copies of other versions go when a new one is made (a running one keeps its inode). */
+static void drop_other_copies(const char *dir, const char *keep) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    const char *n = e->d_name;
+    if (strncmp(n, "tether-", 7) || strlen(n) != 23 || strspn(n + 7, "0123456789abcdef") != 16 ||
+        !strcmp(n, keep))
+      continue;
+    unlinkat(dirfd(d), n, 0);
+  }
+  closedir(d);
+}
+
 /* The appended executable, copied out of this file once; 0 without a trailer (no payload). */
 static int payload(char *path, size_t size) {
   int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
@@ -190,6 +205,7 @@ static int payload(char *path, size_t size) {
     dprintf(2, "tether: cannot write %s: %s\n", path, strerror(errno));
     _exit(255);
   }
+  drop_other_copies(dir, strrchr(path, '/') + 1);
   return 1;
 }
 

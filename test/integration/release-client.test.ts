@@ -5,6 +5,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import {
   closeSync,
   copyFileSync,
+  existsSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -65,10 +67,17 @@ t.test('each file is the launcher of its arch with its Node executable appended'
 
 t.test('the x64 file copies its Node part into the cache once and answers --version', async (t) => {
   const env = { PATH: '/usr/bin:/bin', TETHER_CACHE_DIR: cache };
+  // What an older version left: its copy and its addon.
+  mkdirSync(cache, { recursive: true });
+  writeFileSync(join(cache, 'tether-0123456789abcdef'), 'old');
+  writeFileSync(join(cache, 'recvfds-0123456789abcdef.node'), 'old');
+  writeFileSync(join(cache, 'other-file'), 'not ours');
   const first = spawnSync(TETHER, ['--version'], { encoding: 'utf8', env });
   t.equal(first.stdout, `tether ${pkg.version} (node v24.21.0, x64)\n`, first.stderr);
-  const names = readdirSync(cache);
-  t.match(names, [/^tether-[0-9a-f]{16}$/]);
+  const names = readdirSync(cache).filter((n) => n.startsWith('tether-'));
+  t.match(names, [/^tether-[0-9a-f]{16}$/], "the older version's copy is gone");
+  t.not(names[0], 'tether-0123456789abcdef');
+  t.ok(existsSync(join(cache, 'other-file')), 'other files stay');
   const copy = statSync(join(cache, names[0]!));
   t.equal(copy.mode & 0o777, 0o755);
   const again = spawnSync(TETHER, ['--version'], { encoding: 'utf8', env });
@@ -128,10 +137,11 @@ t.test(
     t.equal(viaAgent.status, 3, viaAgent.stderr);
     t.equal(viaAgent.stdout, 'stdin line/from fd 4\n');
     t.match(
-      readdirSync(cache),
-      [/^recvfds-[0-9a-f]{16}\.node$/, /^tether-/],
-      'the addon was written',
+      readdirSync(cache).filter((n) => n.startsWith('recvfds-')),
+      [/^recvfds-[0-9a-f]{16}\.node$/],
+      "the addon was written, the older version's removed",
     );
+    t.notOk(existsSync(join(cache, 'recvfds-0123456789abcdef.node')));
     const status = spawnSync(TETHER, ['status'], { encoding: 'utf8', env });
     t.match(status.stdout, /^dev: tetherd /, status.stderr);
   },
