@@ -216,7 +216,7 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     process.stderr.write(`tetherd: listening on ${addr.address}:${addr.port}\n`);
   const socketPath =
     o.statusSocket === false ? null : (o.statusSocket ?? join(state.dir, 'status.sock'));
-  if (socketPath) await listenStatusSocket((await statusApp()).server, socketPath, log);
+  if (socketPath) await listenStatusSocket(statusApp, socketPath, log);
   // Runs get a SIGTERM and STOP_GRACE_MS to end, so what they wrote reaches the host and
   // their clients get their exit; then closing the connections kills what is left: no
   // program outlives the daemon. A second signal does not wait.
@@ -247,22 +247,29 @@ async function loadStatusApp(sources: StatusSources, log: Logger) {
 }
 
 /** The status API on a unix socket only its owner can use; failing that, a warning. */
-async function listenStatusSocket(http: Server, path: string, log: Logger): Promise<void> {
+async function listenStatusSocket(
+  app: () => Promise<{ server: Server }>,
+  path: string,
+  log: Logger,
+): Promise<void> {
   try {
+    const http = (await app()).server;
     // A socket left by a daemon that was killed.
     if (lstatSync(path, { throwIfNoEntry: false })?.isSocket()) rmSync(path);
-    const umask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        http.once('error', reject);
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      // The socket is made 0600 by the umask during listen, which binds at once: nothing else
+      // of the daemon runs under that umask.
+      const umask = process.umask(0o177);
+      try {
         http.listen(path, () => {
           http.off('error', reject);
           resolve();
         });
-      });
-    } finally {
-      process.umask(umask);
-    }
+      } finally {
+        process.umask(umask);
+      }
+    });
     log.info({ path }, 'status API on unix socket');
   } catch (e) {
     log.warn({ path, err: (e as Error).message }, 'status socket unavailable');
