@@ -57,7 +57,7 @@ export async function prepareExec(
     if (depth === 0) exe = f.viewPath;
     let head: Buffer;
     try {
-      head = readHead(f.file);
+      head = readAt(f.file, 0, 4096);
     } catch (e) {
       if (e instanceof ViewError) return { errno: e.errno };
       throw e;
@@ -77,7 +77,7 @@ export async function prepareExec(
       target = interp;
       continue;
     }
-    const elf = elfInterp(head);
+    const elf = elfInterp(f.file, head);
     if (elf === 'not-elf') return { errno: E.ENOEXEC };
     // The process is named after what was executed (a script's name, not its interpreter's).
     const comm = path.slice(path.lastIndexOf('/') + 1);
@@ -132,22 +132,6 @@ export function deviceProgram(path: string, needX = true): { file: string; viewP
   return { file: path, viewPath: path };
 }
 
-function readHead(file: string): Buffer {
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch (e) {
-    throw new ViewError((e as NodeJS.ErrnoException).code ?? 'EACCES');
-  }
-  try {
-    const b = Buffer.alloc(4096);
-    const n = readSync(fd, b, 0, b.length, 0);
-    return b.subarray(0, n);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 function parseShebang(head: Buffer): { interp: string; arg: string | null } {
   let line = head.subarray(2, SHEBANG_MAX).toString('latin1');
   const nl = line.indexOf('\n');
@@ -158,29 +142,53 @@ function parseShebang(head: Buffer): { interp: string; arg: string | null } {
   return { interp: m[1]!, arg: m[2] !== undefined && m[2] !== '' ? m[2] : null };
 }
 
+/** `len` bytes of `file` at `pos` (fewer at its end). */
+function readAt(file: string, pos: number, len: number): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    throw new ViewError((e as NodeJS.ErrnoException).code ?? 'EACCES');
+  }
+  try {
+    const b = Buffer.alloc(len);
+    return b.subarray(0, readSync(fd, b, 0, len, pos));
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
- * PT_INTERP of an ELF file whose program headers are in `head` (its path, and where its bytes
- * are in the file); null for a static program.
+ * PT_INTERP of the ELF file `file` (`head`: its first bytes): the loader's path, and where its
+ * bytes are in the file; null for a static program. The program headers and the path may be
+ * anywhere in the file, as the kernel allows: a binary edited by postject (a Node single
+ * executable) has its program headers near the end.
  */
 function elfInterp(
+  file: string,
   head: Buffer,
 ): { path: string; offset: number; size: number } | null | 'not-elf' {
   if (head.length < 52 || head.readUInt32BE(0) !== 0x7f454c46) return 'not-elf';
   const is64 = head[4] === 2;
+  if (is64 && head.length < 64) return 'not-elf';
   const phoff = is64 ? Number(head.readBigUInt64LE(32)) : head.readUInt32LE(28);
   const phentsize = head.readUInt16LE(is64 ? 54 : 42);
   const phnum = head.readUInt16LE(is64 ? 56 : 44);
-  for (let i = 0; i < phnum; i++) {
-    const off = phoff + i * phentsize;
-    if (off + phentsize > head.length) return 'not-elf';
-    if (head.readUInt32LE(off) !== 3) continue;
-    const o = is64 ? Number(head.readBigUInt64LE(off + 8)) : head.readUInt32LE(off + 4);
-    const len = is64 ? Number(head.readBigUInt64LE(off + 32)) : head.readUInt32LE(off + 16);
-    if (o + len > head.length) return 'not-elf';
-    const path = head
-      .subarray(o, o + len)
-      .toString('latin1')
-      .replace(/\0.*$/s, '');
+  const tableSize = phentsize * phnum;
+  // The kernel's limits: entries of the ABI's size, a table of at most 64 KiB.
+  if (phentsize !== (is64 ? 56 : 32) || tableSize > 65536) return 'not-elf';
+  const bytes = (at: number, len: number) =>
+    at + len <= head.length ? head.subarray(at, at + len) : readAt(file, at, len);
+  const table = bytes(phoff, tableSize);
+  if (table.length < tableSize) return 'not-elf';
+  for (let off = 0; off < tableSize; off += phentsize) {
+    if (table.readUInt32LE(off) !== 3) continue;
+    const o = is64 ? Number(table.readBigUInt64LE(off + 8)) : table.readUInt32LE(off + 4);
+    const len = is64 ? Number(table.readBigUInt64LE(off + 32)) : table.readUInt32LE(off + 16);
+    if (len < 2 || len > 4096) return 'not-elf';
+    const name = bytes(o, len);
+    if (name.length < len) return 'not-elf';
+    const path = name.toString('latin1').replace(/\0.*$/s, '');
     return { path, offset: o, size: len };
   }
   return null;

@@ -41,12 +41,13 @@ fetch_hello() {
 }
 # The emulated ARM devices (test/lib/arm-device.ts): Debian 12's kernel, busybox and the
 # libraries the packaged tetherd links (glibc 2.36), unpacked into $ARM_CACHE/<arch>/device; and
-# a target sysroot of Debian packages (coreutils, bash, dash) in $ARM_CACHE/<arch>/sysroot,
+# a target sysroot of Debian packages (coreutils, bash, dash; libstdc++ for the single-file
+# tether client, a Node executable) in $ARM_CACHE/<arch>/sysroot,
 # which the device's own root never holds, with Debian 13's glibc (2.41): a program there runs
 # with the sysroot's C library, not the device's. <arch> is arm64 (linux-image-arm64) or armv7
 # (armhf, linux-image-armmp-lpae; armv7 Node also needs libatomic).
 ARM_CACHE=${ARM_CACHE:-/var/cache/tether-test}
-SYSROOT_PKGS="coreutils bash dash libtinfo6 libacl1 libattr1 libgmp10 libselinux1 libpcre2-8-0"
+SYSROOT_PKGS="coreutils bash dash libtinfo6 libacl1 libattr1 libgmp10 libselinux1 libpcre2-8-0 libstdc++6 libgcc-s1"
 SYSROOT_TRIXIE_PKGS="libc6"
 # apt for Debian 13 from a configuration of its own: the machine's sources and state untouched.
 TRIXIE_APT=$ARM_CACHE/apt-trixie

@@ -6,6 +6,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -27,6 +28,7 @@ const RELEASE = join(ROOT, 'dist/release');
 const X64 = join(RELEASE, 'tetherd-linux-x64');
 const ARM64 = join(RELEASE, 'tetherd-linux-arm64');
 const ARMV7 = join(RELEASE, 'tetherd-linux-armv7');
+const ARM64_CLIENT = join(RELEASE, 'tether-linux-arm64');
 
 function packageAll(targets?: string): string {
   return execFileSync(
@@ -42,8 +44,11 @@ const sha256 = (f: string) => createHash('sha256').update(readFileSync(f)).diges
 // files.
 t.setTimeout(900_000);
 
-// The tether clients are test/integration/release-client.test.ts's, which may run beside this.
-const printed = packageAll('tetherd-linux-x64,tetherd-linux-arm64,tetherd-linux-armv7');
+// The x64 tether client is test/integration/release-client.test.ts's, which may run beside this;
+// the arm64 one is checked here, on the arm64 device.
+const printed = packageAll(
+  'tetherd-linux-x64,tetherd-linux-arm64,tetherd-linux-armv7,tether-linux-arm64',
+);
 
 t.test('npm run package makes one executable per target', async (t) => {
   for (const [file, machine] of [
@@ -135,6 +140,11 @@ t.test('the packaged daemon runs programs through the view from a bare root', as
   t.match(r.stdout, /^x86_64\n/);
   t.match(r.stdout, /tetherd-linux-x64 --listen/, "the program's parent is the packaged daemon");
   t.equal(readFileSync(join(work, 'out.txt'), 'utf8'), 'written\n');
+
+  // postject moved its program headers near the end of the file: the view finds its loader
+  // there (it used to read only the first 4 KiB and answer ENOEXEC).
+  const self = await tether(d, ['run', '--view', '-e', 'TETHER_ADDON_DIR=/tmp', X64, '--version']);
+  t.equal(self.stdout, `tetherd ${pkg.version} (node v24.21.0, x64)\n`, self.stderr);
 });
 
 t.test('a second build is byte for byte the same', async (t) => {
@@ -206,6 +216,12 @@ const ARM_DEVICES: {
         'a 32-bit program on the 64-bit device',
       );
       await time64(t, c, 'a 32-bit program under a 64-bit tracer');
+
+      // The arm64 single-file client on an arm64 machine: its launcher copies its Node part
+      // into the device's /tmp and execs it.
+      copyFileSync(ARM64_CLIENT, join(c.work, 'tether'));
+      const client = await c.run(['-e', 'TETHER_CACHE_DIR=/tmp/tc', './tether', '--version']);
+      t.equal(client.stdout, `tether ${pkg.version} (node v24.21.0, arm64)\n`, client.stderr);
     },
   },
   {
