@@ -21,7 +21,7 @@ import {
 } from '../arch/structs.ts';
 import type { Abi as AbiName } from '../arch/syscalls.ts';
 import type { FdFile, FdMode } from '../transport/protocol.ts';
-import type { OpenFlag, ViewMount, ViewNode, ViewStat } from '../transport/view.ts';
+import type { OpenFlag, TimeSpec, ViewMount, ViewNode, ViewStat } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
 import type { ExecLinks } from './exec-links.ts';
 import { prepareExec } from './exec-view.ts';
@@ -1252,7 +1252,7 @@ const utimensatH =
     const flags = s32(s.args[3]!);
     const ptr = s.args[2]!;
     const field = time64 ? 8 : s.abi.wordSize;
-    let times: [ReturnType<typeof timeOf>, ReturnType<typeof timeOf>] = ['now', 'now'];
+    let times: [TimeSpec, TimeSpec] = ['now', 'now'];
     if (ptr !== 0n) {
       const b = s.readMem(ptr, 4 * field);
       if (b.length < 4 * field) return fail(E.EFAULT);
@@ -1264,22 +1264,7 @@ const utimensatH =
           : b.readInt32LE(2 * field * i + field);
       times = [timeOf(sec(0), nsec(0)), timeOf(sec(1), nsec(1))];
     }
-    // utimensat(fd, NULL, ...) is futimens: it sets the times of the fd's file.
-    if (s.args[1] === 0n)
-      return fdMeta(r, s, (path) => ({
-        op: 'utimens',
-        path,
-        atime: times[0],
-        mtime: times[1],
-        follow: true,
-      }));
-    return doSimple(r, s, s32(s.args[0]!), 1, (path) => ({
-      op: 'utimens',
-      path,
-      atime: times[0],
-      mtime: times[1],
-      follow: !(flags & AT.SYMLINK_NOFOLLOW),
-    }));
+    return setTimes(r, s, s32(s.args[0]!), 1, times, !(flags & AT.SYMLINK_NOFOLLOW));
   };
 
 /**
@@ -1293,7 +1278,7 @@ const oldTimesH =
     const pathIdx = kind === 'futimesat' ? 1 : 0;
     const ptr = s.args[pathIdx + 1]!;
     const w = s.abi.wordSize;
-    let times: [ReturnType<typeof timeOf>, ReturnType<typeof timeOf>] = ['now', 'now'];
+    let times: [TimeSpec, TimeSpec] = ['now', 'now'];
     if (ptr !== 0n) {
       const words = kind === 'utime' ? 2 : 4;
       const b = s.readMem(ptr, words * w);
@@ -1313,19 +1298,34 @@ const oldTimesH =
         ];
       }
     }
-    const body = (path: string): ViewRequestBody => ({
-      op: 'utimens',
-      path,
-      atime: times[0],
-      mtime: times[1],
-      follow: true,
-    });
-    // futimesat(fd, NULL, times) sets the times of the fd's file.
-    if (kind === 'futimesat' && s.args[1] === 0n) return fdMeta(r, s, body);
-    return doSimple(r, s, kind === 'futimesat' ? s32(s.args[0]!) : AT.FDCWD, pathIdx, body);
+    const dirfd = kind === 'futimesat' ? s32(s.args[0]!) : AT.FDCWD;
+    return setTimes(r, s, dirfd, pathIdx, times, true);
   };
 
-function timeOf(sec: number, nsec: number): [number, number] | 'now' | 'omit' {
+/**
+ * The times of the file at (dirfd, path argument `pathIdx`) go to the host. A NULL path of the
+ * *at forms (utimensat, futimesat) names the file of fd `dirfd` instead, as futimens does.
+ */
+function setTimes(
+  r: Redirector,
+  s: SyscallStop,
+  dirfd: number,
+  pathIdx: number,
+  times: [TimeSpec, TimeSpec],
+  follow: boolean,
+): Action | Promise<Action> {
+  const body = (path: string, follow: boolean): ViewRequestBody => ({
+    op: 'utimens',
+    path,
+    atime: times[0],
+    mtime: times[1],
+    follow,
+  });
+  if (pathIdx === 1 && s.args[1] === 0n) return fdMeta(r, s, (path) => body(path, true));
+  return doSimple(r, s, dirfd, pathIdx, (path) => body(path, follow));
+}
+
+function timeOf(sec: number, nsec: number): TimeSpec {
   if (nsec === UTIME_NOW) return 'now';
   if (nsec === UTIME_OMIT) return 'omit';
   return [sec, nsec];
