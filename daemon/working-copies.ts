@@ -150,16 +150,15 @@ export class WorkingCopies {
    * paths the host changed, links resolved (copies are kept under those).
    */
   afterChange(req: ViewRequestBody, canonical: string[]): void {
-    if (req.op === 'truncate') {
-      // The host file and its copy are one file to the program: both get the new length.
+    if (req.op === 'truncate' || req.op === 'utimens') {
+      // The host file and its copy are one file to the program: both get the new length or
+      // times, and a copy that matched the host still does.
       const c = this.byPath.get(canonical[0] ?? req.path);
       if (!c || c.detached) return;
       const synced = stamp(c.file) === c.synced;
-      truncateSync(c.file, req.size);
+      if (req.op === 'truncate') truncateSync(c.file, req.size);
+      else setTimes(c.file, req);
       if (synced) c.synced = stamp(c.file);
-    } else if (req.op === 'utimens') {
-      const c = this.byPath.get(canonical[0] ?? req.path);
-      if (c && !c.detached) this.setTimes(c, req);
     } else if (req.op === 'unlink') {
       this.detach(req.path);
       for (const p of canonical) this.detach(p);
@@ -239,18 +238,8 @@ export class WorkingCopies {
   afterFdChange(pid: number, fd: number, req: ViewRequestBody): void {
     const c = this.copyOf(pid, fd);
     if (!c) return;
-    if (req.op === 'utimens') this.setTimes(c, req);
+    if (req.op === 'utimens') setTimes(c.file, req);
     c.synced = stamp(c.file);
-  }
-
-  /** The times a utimensat gave the host file, on its copy (which stat shows while it exists). */
-  private setTimes(c: Copy, req: Extract<ViewRequestBody, { op: 'utimens' }>): void {
-    const synced = stamp(c.file) === c.synced;
-    const st = statSync(c.file);
-    const seconds = (t: TimeSpec, old: Date) =>
-      t === 'omit' ? old : t === 'now' ? new Date() : t[0] + t[1] / 1e9;
-    utimesSync(c.file, seconds(req.atime, st.atime), seconds(req.mtime, st.mtime));
-    if (synced) c.synced = stamp(c.file);
   }
 
   private copyOf(pid: number, fd: number): Copy | undefined {
@@ -297,6 +286,14 @@ export class WorkingCopies {
     if (this.inotify >= 0) closeSync(this.inotify);
     this.inotify = -1;
   }
+}
+
+/** The times a utimensat gave a host file, on its copy (which stat shows while it exists). */
+function setTimes(file: string, req: Extract<ViewRequestBody, { op: 'utimens' }>): void {
+  const st = statSync(file);
+  const seconds = (t: TimeSpec, old: Date) =>
+    t === 'omit' ? old : t === 'now' ? new Date() : t[0] + t[1] / 1e9;
+  utimesSync(file, seconds(req.atime, st.atime), seconds(req.mtime, st.mtime));
 }
 
 function stamp(file: string): string {
