@@ -141,16 +141,11 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     const socket = Duplex.from({ readable: process.stdin, writable: process.stdout });
     const conn = serveConnection(socket, { kind: 'authorized', fingerprint: null }, base);
     conn.on('close', () => process.exit(0));
-    let stopping = false;
-    const stopStdio = async () => {
-      if (!stopping) {
-        stopping = true;
-        await activity.terminateRuns(STOP_GRACE_MS);
-      }
-      conn.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
-    };
-    process.on('SIGTERM', stopStdio);
-    process.on('SIGINT', stopStdio);
+    stopOnSignals(
+      activity,
+      () => {},
+      () => conn.close(ErrorCode.NO_ERROR, 'tetherd is shutting down'),
+    );
     dieCleanly(log, () => conn.close(ErrorCode.INTERNAL_ERROR, 'tetherd failed'));
     return;
   }
@@ -176,9 +171,10 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
       return;
     }
     socket.setNoDelay(true);
+    const client = state.client(fp);
     if (socket.alpnProtocol === HTTP_ALPN) {
       // The status API, for paired clients only; anyone else gets nothing at all.
-      if (state.isAuthorized(fp))
+      if (client)
         statusApp().then(
           (app) => app.server.emit('connection', socket),
           (e: Error) => socket.destroy(e),
@@ -189,9 +185,10 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
       }
       return;
     }
-    if (state.isAuthorized(fp)) {
+    if (client) {
       log.info({ addr, client: fp }, 'client connected');
-      track(serveConnection(socket, { kind: 'authorized', fingerprint: fp }, base, addr));
+      const peer = { kind: 'authorized', fingerprint: fp, name: client.name } as const;
+      track(serveConnection(socket, peer, base, addr));
     } else if (pairingOpen(state)) {
       log.info({ addr, client: fp }, 'unknown client: pairing only');
       track(serveConnection(socket, { kind: 'pairing', fingerprint: fp }, base, addr));
@@ -217,28 +214,41 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   const socketPath =
     o.statusSocket === false ? null : (o.statusSocket ?? join(state.dir, 'status.sock'));
   if (socketPath) await listenStatusSocket(statusApp, socketPath, log);
-  // Runs get a SIGTERM and STOP_GRACE_MS to end, so what they wrote reaches the host and
-  // their clients get their exit; then closing the connections kills what is left: no
-  // program outlives the daemon. A second signal does not wait.
-  let stopping = false;
-  const stop = async () => {
-    const closeAll = () => {
+  stopOnSignals(
+    activity,
+    () => {
+      log.info({ connections: live.size, runs: activity.listRuns().length }, 'shutting down');
+      server.close();
+      if (socketPath) rmSync(socketPath, { force: true });
+    },
+    () => {
       for (const c of live) c.close(ErrorCode.NO_ERROR, 'tetherd is shutting down');
       setImmediate(() => process.exit(0));
-    };
-    if (stopping) return closeAll();
-    stopping = true;
-    log.info({ connections: live.size, runs: activity.listRuns().length }, 'shutting down');
-    server.close();
-    if (socketPath) rmSync(socketPath, { force: true });
-    await activity.terminateRuns(STOP_GRACE_MS);
+    },
+  );
+  dieCleanly(log, () => {
+    for (const c of live) c.close(ErrorCode.INTERNAL_ERROR, 'tetherd failed');
+  });
+}
+
+/**
+ * SIGTERM and SIGINT: `begin` (stop accepting), then the runs get a SIGTERM and STOP_GRACE_MS
+ * to end, so what they wrote reaches the host and their clients get their exit; then `closeAll`
+ * closes the connections, which kills what is left: no program outlives the daemon. A second
+ * signal does not wait.
+ */
+function stopOnSignals(activity: Activity, begin: () => void, closeAll: () => void): void {
+  let stopping = false;
+  const stop = async () => {
+    if (!stopping) {
+      stopping = true;
+      begin();
+      await activity.terminateRuns(STOP_GRACE_MS);
+    }
     closeAll();
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  dieCleanly(log, () => {
-    for (const c of live) c.close(ErrorCode.INTERNAL_ERROR, 'tetherd failed');
-  });
 }
 
 async function loadStatusApp(sources: StatusSources, log: Logger) {

@@ -30,7 +30,8 @@ export interface ServeOptions {
 
 /** Who is on the other end, as established before any stream is read. */
 export type Peer =
-  | { kind: 'authorized'; fingerprint: string | null }
+  /** `name`: what the client paired with, from authorized_clients. */
+  | { kind: 'authorized'; fingerprint: string | null; name?: string | null }
   | { kind: 'pairing'; fingerprint: string };
 
 export function serveConnection(
@@ -45,7 +46,7 @@ export function serveConnection(
   const { activity } = opts;
   const connId = activity.connectionOpened({
     client: peer.fingerprint,
-    name: peer.fingerprint ? opts.state.clientName(peer.fingerprint) : null,
+    name: peer.kind === 'authorized' ? (peer.name ?? null) : null,
     address,
   });
   const sessions = new Map<number, ExecSession>();

@@ -60,17 +60,17 @@ export class State {
     return out;
   }
 
-  /** Read on every connection, so pairing and hand edits apply at once. */
-  isAuthorized(fingerprint: string): boolean {
-    return this.clients().has(fingerprint);
-  }
-
-  clientName(fingerprint: string): string | null {
-    return this.clients().get(fingerprint) ?? null;
+  /**
+   * An authorized client and the name it paired with; undefined for any other key. Read on
+   * every connection, so pairing and hand edits apply at once.
+   */
+  client(fingerprint: string): { name: string | null } | undefined {
+    const clients = this.clients();
+    return clients.has(fingerprint) ? { name: clients.get(fingerprint) ?? null } : undefined;
   }
 
   authorize(fingerprint: string, name: string): void {
-    if (this.isAuthorized(fingerprint)) return;
+    if (this.client(fingerprint)) return;
     const clean = name.replace(/[^\w@.:-]/g, '_');
     appendFileSync(this.authorizedPath, `${fingerprint} ${clean} ${new Date().toISOString()}\n`, {
       mode: 0o600,
