@@ -159,12 +159,9 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
         if (ev.type === 'started') {
           if (req.verbose) io.note(`tether: started pid ${ev.pid} on ${req.deviceName}`);
         } else if (ev.type === 'error') {
-          const hint = ev.code === 'ENOENT' ? cwdHint(req.view, req.cwd) : null;
-          const chdir = ev.message.startsWith('chdir ');
-          throw new TetherError(
-            hint && chdir ? `${ev.message} (${hint})` : ev.message,
-            ev.exitCode,
-          );
+          const missingCwd = ev.code === 'ENOENT' && ev.message.startsWith('chdir ');
+          const hint = missingCwd ? cwdHint(req.view, req.cwd) : null;
+          throw new TetherError(hint ? `${ev.message} (${hint})` : ev.message, ev.exitCode);
         } else if (ev.signal !== null) {
           outcome = { signal: ev.signal, core: ev.core };
         } else {

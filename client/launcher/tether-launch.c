@@ -122,15 +122,20 @@ struct trailer {
   char id[16];
 };
 
-/* $TETHER_CACHE_DIR, else $XDG_CACHE_HOME/tether, else ~/.cache/tether. */
-static int cache_dir(char *out, size_t size) {
-  const char *v = getenv("TETHER_CACHE_DIR");
+/* $OWN, else $XDG/tether, else ~/HOME_SUB/tether: the XDG base directory rule. */
+static int xdg_dir(char *out, size_t size, const char *own, const char *xdg, const char *home_sub) {
+  const char *v = getenv(own);
   if (v && *v) return snprintf(out, size, "%s", v) < (int)size ? 0 : -1;
-  v = getenv("XDG_CACHE_HOME");
+  v = getenv(xdg);
   if (v && *v) return snprintf(out, size, "%s/tether", v) < (int)size ? 0 : -1;
   v = getenv("HOME");
-  if (v && *v) return snprintf(out, size, "%s/.cache/tether", v) < (int)size ? 0 : -1;
-  return -1;
+  if (!v || !*v) return -1;
+  return snprintf(out, size, "%s/%s/tether", v, home_sub) < (int)size ? 0 : -1;
+}
+
+/* $TETHER_CACHE_DIR, else $XDG_CACHE_HOME/tether, else ~/.cache/tether. */
+static int cache_dir(char *out, size_t size) {
+  return xdg_dir(out, size, "TETHER_CACHE_DIR", "XDG_CACHE_HOME", ".cache");
 }
 
 static void mkdirs(char *dir) {
@@ -156,6 +161,11 @@ static void drop_other_copies(const char *dir, const char *keep) {
     unlinkat(dirfd(d), n, 0);
   }
   closedir(d);
+}
+
+static void cannot_write(const char *path, const char *why) {
+  dprintf(2, "tether: cannot write %s: %s (set TETHER_CACHE_DIR)\n", path, why);
+  _exit(255);
 }
 
 /* The appended executable, copied out of this file once; 0 without a trailer (no payload). */
@@ -184,26 +194,23 @@ static int payload(char *path, size_t size) {
   char tmp[PATH_MAX + 64];
   snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
   int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
-  if (out < 0) {
-    dprintf(2, "tether: cannot write %s: %s (set TETHER_CACHE_DIR)\n", tmp, strerror(errno));
-    _exit(255);
-  }
+  if (out < 0) cannot_write(tmp, strerror(errno));
   off_t from = (off_t)tr.offset;
   for (unsigned long long left = tr.size; left > 0;) {
     ssize_t n = sendfile(out, self, &from, left > (1u << 30) ? (1u << 30) : left);
     if (n <= 0) {
+      const char *why = n < 0 ? strerror(errno) : "short copy";
       unlink(tmp);
-      dprintf(2, "tether: cannot write %s: %s\n", tmp, n < 0 ? strerror(errno) : "short copy");
-      _exit(255);
+      cannot_write(tmp, why);
     }
     left -= (unsigned long long)n;
   }
   close(self);
   /* A concurrent first start may rename its own copy there too: both are the same bytes. */
   if (close(out) < 0 || rename(tmp, path) < 0) {
+    const char *why = strerror(errno);
     unlink(tmp);
-    dprintf(2, "tether: cannot write %s: %s\n", path, strerror(errno));
-    _exit(255);
+    cannot_write(path, why);
   }
   drop_other_copies(dir, strrchr(path, '/') + 1);
   return 1;
@@ -237,13 +244,7 @@ static void exec_node(char **argv, int argc, const struct fdinfo *fds, int nfds)
 
 /* $TETHER_HOME, else $XDG_CONFIG_HOME/tether, else ~/.config/tether (as client/config.ts). */
 static int config_dir(char *out, size_t size) {
-  const char *v = getenv("TETHER_HOME");
-  if (v && *v) return snprintf(out, size, "%s", v) < (int)size ? 0 : -1;
-  v = getenv("XDG_CONFIG_HOME");
-  if (v && *v) return snprintf(out, size, "%s/tether", v) < (int)size ? 0 : -1;
-  v = getenv("HOME");
-  if (!v || !*v) return -1;
-  return snprintf(out, size, "%s/.config/tether", v) < (int)size ? 0 : -1;
+  return xdg_dir(out, size, "TETHER_HOME", "XDG_CONFIG_HOME", ".config");
 }
 
 /* The device a plain run goes to: $TETHER_DEVICE, the config's `default`, or local. */
