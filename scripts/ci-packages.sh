@@ -1,14 +1,24 @@
 #!/bin/sh
-# Debian packages the test device (test/lib/device.ts), its delay line
-# (scripts/delayline.c), the OpenSSH baseline (test/lib/sshd.ts) and the
-# syscall-table check (the kernel headers of each ABI, test/unit/arch-syscalls) and the
-# struct and register layout check (each ABI's compiler, test/unit/arch-abi; i386 is gcc -m32,
-# which compiles to assembly without gcc-multilib) need, and what the view tests build and run
-# through tether: musl-tools (a program whose loader and libc exist only on the host), python3,
-# make and the GNU hello sources (test/integration/build.test.ts; Debian's source package,
-# fetched with a deb-src entry of its own into $HELLO_DIR); npm run package's cross-compiled
-# addon, qemu-user and qemu-system to start the executables it makes, and systemd-analyze for
-# the unit example (test/integration/release.test.ts).
+# Every Debian package the build, the demo (scripts/demo.sh) and the tests use, each named here:
+# nothing comes from Recommends (apt runs with --no-install-recommends) or from what a machine
+# happens to have. test/integration/ci-packages.test.ts runs this on a fresh Debian 12 minbase
+# root and checks that everything builds and every program the tests start is there.
+# - the test device (test/lib/device.ts: iproute2, iptables, kmod for their modules), its delay
+#   line (scripts/delayline.c: libnetfilter-queue-dev), the OpenSSH baseline (test/lib/sshd.ts)
+# - the syscall-table check (the kernel headers of each ABI, test/unit/arch-syscalls) and the
+#   struct and register layout check (each ABI's compiler, test/unit/arch-abi; i386 is gcc -m32,
+#   which compiles to assembly without gcc-multilib)
+# - what the view tests build and run through tether: musl-tools (a program whose loader and libc
+#   exist only on the host), python3, bc, make and the GNU hello sources
+#   (test/integration/build.test.ts; Debian's source package, fetched with a deb-src entry of its
+#   own into $HELLO_DIR)
+# - npm run package: the addon and launcher for each target (gcc and the cross compilers, with
+#   their C libraries' headers, libc6-dev-*-cross, only Recommends of the compilers), binutils
+#   of each to strip, qemu-user and qemu-system to start the executables it makes, systemd-analyze
+#   for the unit example (test/integration/release.test.ts), podman, runc and their network
+#   plugins and mmdebstrap for the Dockerfile test
+# Node.js and npm are not here: README's commands start with npm, and Node 24 itself comes from
+# npm (the devDependency `node`).
 # Runs as root without stdin on a fresh Debian 12; safe to run again.
 # Quiet unless it fails, then apt's output is shown.
 set -eu
@@ -23,15 +33,17 @@ apt_update() {
   apt-get update -qq || echo "ci-packages: apt-get update failed for some index; going on" >&2
 }
 
+# The Debian archive the machine installs from (its mirror, in either sources format).
+debian_uri() {
+  apt-get indextargets --format '$(REPO_URI)' 'Origin: Debian' 'Identifier: Packages' |
+    grep -v -e '-security' | head -n 1
+}
 # apt-get source needs a deb-src entry; a separate list keeps the machine's own untouched.
 fetch_hello() {
   [ -f "$HELLO_DIR/hello_2.10.orig.tar.gz" ] && return 0
   src=/etc/apt/sources.list.d/tether-hello-src.sources
-  # The same archive the machine installs from, as deb-src.
-  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ { print $2; exit }')
-  [ -n "$uri" ] || uri=$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list)
   . /etc/os-release
-  printf '%s\n' 'Types: deb-src' "URIs: $uri" "Suites: $VERSION_CODENAME" 'Components: main' \
+  printf '%s\n' 'Types: deb-src' "URIs: $(debian_uri)" "Suites: $VERSION_CODENAME" 'Components: main' \
     'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$src"
   apt_update
   mkdir -p "$HELLO_DIR"
@@ -60,7 +72,7 @@ setup_trixie_apt() {
     "$a/etc/preferences.d"
   [ -f "$a/state/status" ] || : >"$a/state/status"
   echo 'deb [arch=arm64,armhf signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]' \
-    'http://deb.debian.org/debian trixie main' >"$a/etc/sources.list"
+    "$(debian_uri) trixie main" >"$a/etc/sources.list"
   cat >"$a/apt.conf" <<EOF
 Dir::State "$a/state";
 Dir::State::status "$a/state/status";
@@ -115,14 +127,15 @@ fetch_arm() {
 if ! {
   apt_update &&
     apt-get install -y -qq --no-install-recommends \
-      iproute2 iptables iputils-ping procps \
+      iproute2 iptables kmod iputils-ping procps \
       openssh-server openssh-client \
-      gcc libc6-dev libnetfilter-queue-dev \
+      gcc libc6-dev binutils libnetfilter-queue-dev \
       linux-libc-dev linux-libc-dev-arm64-cross linux-libc-dev-armhf-cross \
-      gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
+      gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
+      binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf \
       qemu-user-static libstdc++6-arm64-cross libstdc++6-armhf-cross libatomic1-armhf-cross \
-      qemu-system-arm cpio systemd curl podman runc mmdebstrap \
-      musl-tools python3 make dpkg-dev &&
+      qemu-system-arm cpio systemd curl podman runc containernetworking-plugins mmdebstrap \
+      musl-tools python3 bc make dpkg-dev &&
     fetch_hello &&
     setup_trixie_apt &&
     fetch_arm arm64 arm64 linux-image-arm64 "busybox-static libc6 libstdc++6 libgcc-s1" &&
@@ -131,3 +144,5 @@ if ! {
   cat "$log" >&2
   exit 1
 fi
+# What scripts/demo.sh compares to know whether this version of the list was installed.
+sha256sum <"$0" | cut -d' ' -f1 >"$ARM_CACHE/ci-packages.sha256"

@@ -15,12 +15,15 @@ const work = mkdtempSync(join(tmpdir(), 'tether-demo-'));
 const env = { ...process.env, TETHER_HOME: join(work, 'client'), TETHER_DEVICE: '' };
 
 const say = (s: string) => process.stdout.write(`== ${s}\n`);
+/** An argument as a POSIX shell reads it back: the printed commands can be pasted. */
+const shellWord = (a: string) =>
+  /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`;
 /**
  * Runs tether as a user would, its output straight to ours; resolves with its exit status.
  * Never synchronously: this process drains qemu's console, and qemu stalls when it fills.
  */
 function tether(args: string[], input?: string): Promise<number> {
-  process.stdout.write(`$ tether ${args.join(' ')}\n`);
+  process.stdout.write(`$ tether ${args.map(shellWord).join(' ')}\n`);
   const child = spawn(TETHER, args, {
     env,
     cwd: work,

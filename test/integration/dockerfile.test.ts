@@ -1,64 +1,27 @@
 // The Dockerfile builds the release executables from source in a clean Debian 12 image: a real
 // build with podman (no daemon), from a base image made here from Debian's packages with
-// mmdebstrap, since no image registry is reachable. What the build leaves is only the
-// executables, each for its architecture, and the x64 tetherd runs here.
-import { execFileSync, spawnSync } from 'node:child_process';
+// mmdebstrap (test/lib/debian-base.ts), since no image registry is reachable. What the build
+// leaves is only the executables, each for its architecture, and the x64 tetherd runs here.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import pkg from '../../package.json' with { type: 'json' };
+import { debianBase, podman } from '../lib/debian-base.ts';
 import { elfMachine } from '../lib/elf.ts';
 import { ROOT } from '../lib/tetherd.ts';
 
-/** The base image the build starts from (the Dockerfile's BASE), kept for later runs. */
-const BASE = 'localhost/debian:bookworm';
 /** e_machine of each target architecture: x86-64, AArch64, ARM. */
 const MACHINE: Record<string, number> = { x64: 62, arm64: 183, armv7: 40 };
-
-/**
- * podman with runc: Debian 12's default crun refuses a hybrid cgroup layout whose cgroup2 has a
- * controller (hugetlb on this kind of VM), runc does not.
- */
-function podman(args: string[]): { status: number | null; output: string } {
-  const r = spawnSync('podman', ['--runtime', 'runc', ...args], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    maxBuffer: 64 * 2 ** 20,
-  });
-  if (r.error) throw new Error(`podman: ${r.error.message} (scripts/ci-packages.sh installs it)`);
-  return { status: r.status, output: r.stdout + r.stderr };
-}
-
-/** Debian 12 minbase with updates and security updates, as Docker Hub's debian:bookworm has. */
-function makeBase(dir: string): void {
-  const tar = join(dir, 'base.tar');
-  const mirror = 'http://deb.debian.org';
-  execFileSync(
-    'mmdebstrap',
-    [
-      '--variant=minbase',
-      '--quiet',
-      'bookworm',
-      tar,
-      `deb ${mirror}/debian bookworm main`,
-      `deb ${mirror}/debian bookworm-updates main`,
-      `deb ${mirror}/debian-security bookworm-security main`,
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
-  const r = podman(['import', tar, BASE]);
-  if (r.status !== 0) throw new Error(`podman import: ${r.output}`);
-  rmSync(tar);
-}
 
 // apt, npm ci and every packaged target: about 7 minutes on 2 cores, more beside other test
 // files.
 t.setTimeout(1_800_000);
 
+const base = debianBase();
 const work = mkdtempSync(join(tmpdir(), 'tether-dockerfile-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
-if (podman(['image', 'exists', BASE]).status !== 0) makeBase(work);
 
 const release = join(work, 'release');
 const iidfile = join(work, 'iid');
@@ -72,7 +35,7 @@ const build = podman([
   '--pull=never',
   '--layers=false',
   '--build-arg',
-  `BASE=${BASE}`,
+  `BASE=${base}`,
   ...(ca ? ['--secret', `id=ca,src=${ca}`] : []),
   '--iidfile',
   iidfile,

@@ -21,8 +21,10 @@ export function sleepers(marker: string): string[] {
     })
       .split('\n')
       .filter((l) => l && !l.includes('pgrep'));
-  } catch {
-    return [];
+  } catch (e) {
+    // pgrep says 1 when nothing matches; anything else (no pgrep) must not read as "none".
+    if ((e as { status?: number }).status === 1) return [];
+    throw e;
   }
 }
 
