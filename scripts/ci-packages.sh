@@ -21,9 +21,18 @@
 # npm (the devDependency `node`).
 # Runs as root without stdin on a fresh Debian 12; safe to run again.
 # Quiet unless it fails, then apt's output is shown.
+#   --if-changed   do nothing if this version of the script succeeded here before (demo.sh and
+#                  test.sh: a changed list reaches a machine that ran an older one)
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 HELLO_DIR=${HELLO_DIR:-/var/cache/tether-test/hello}
+ARM_CACHE=${ARM_CACHE:-/var/cache/tether-test}
+stamp=$ARM_CACHE/ci-packages.sha256
+sum=$(sha256sum <"$0" | cut -d' ' -f1)
+if [ "${1:-}" = --if-changed ]; then
+  [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ] && exit 0
+  echo "== installing Debian packages and the ARM devices' files (scripts/ci-packages.sh; minutes, once)"
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # A mirror in the middle of a sync can serve one bad index (seen: bookworm-security's armhf
@@ -58,7 +67,6 @@ fetch_hello() {
 # which the device's own root never holds, with Debian 13's glibc (2.41): a program there runs
 # with the sysroot's C library, not the device's. <arch> is arm64 (linux-image-arm64) or armv7
 # (armhf, linux-image-armmp-lpae; armv7 Node also needs libatomic).
-ARM_CACHE=${ARM_CACHE:-/var/cache/tether-test}
 SYSROOT_PKGS="coreutils bash dash libtinfo6 libacl1 libattr1 libgmp10 libselinux1 libpcre2-8-0 libstdc++6 libgcc-s1"
 SYSROOT_TRIXIE_PKGS="libc6"
 # apt for Debian 13 from a configuration of its own: the machine's sources and state untouched.
@@ -144,5 +152,4 @@ if ! {
   cat "$log" >&2
   exit 1
 fi
-# What scripts/demo.sh compares to know whether this version of the list was installed.
-sha256sum <"$0" | cut -d' ' -f1 >"$ARM_CACHE/ci-packages.sha256"
+echo "$sum" >"$stamp"

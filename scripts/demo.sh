@@ -14,12 +14,7 @@ case "${1:-arm64}" in
   *) echo "usage: scripts/demo.sh [arm64|local]" >&2; exit 2 ;;
 esac
 export PATH="$PWD/node_modules/.bin:$PATH"
-# Again whenever the script changed since it last succeeded: a new package reaches this machine.
-stamp=${ARM_CACHE:-/var/cache/tether-test}/ci-packages.sha256
-if [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum <scripts/ci-packages.sh | cut -d' ' -f1)" ]; then
-  echo "== installing Debian packages and the arm64 device's files (scripts/ci-packages.sh; minutes, once)"
-  sh scripts/ci-packages.sh
-fi
+sh scripts/ci-packages.sh --if-changed
 [ -f dist/tether.mjs ] || npm run --silent build
 echo "== building dist/release/tetherd-linux-arm64 (npm run package)"
 node scripts/package.ts --targets tetherd-linux-arm64

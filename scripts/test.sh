@@ -3,6 +3,12 @@
 # with one "N passed, N failed, N skipped" line counted over all assertions.
 set -u
 cd "$(dirname "$0")/.."
+# The Debian packages the tests use, on a machine that has not got this version of the list yet.
+if [ "$(id -u)" -eq 0 ]; then
+  sh scripts/ci-packages.sh --if-changed || exit 1
+else
+  echo "test: not root: the integration tests need root and scripts/ci-packages.sh's packages" >&2
+fi
 npm run --silent build || exit 1
 npx tsc -p tsconfig.json || exit 1
 npx biome check . || exit 1
