@@ -4,13 +4,19 @@
 // to a temporary name and renamed, and their SHA-256 is kept in an index and checked the first
 // time an entry is used after a daemon start. Least recently used entries go beyond the size
 // bound.
+// Daemons that share the state directory share the cache: each hands its runs its own hard
+// link of an entry (under its instance directory), so another daemon's eviction never takes a
+// file from under a run; the index is compacted, and files it does not list are removed, only
+// by a daemon that starts alone.
 import { createHash } from 'node:crypto';
 import {
   appendFileSync,
   chmodSync,
   closeSync,
+  linkSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -28,11 +34,23 @@ interface Entry {
 
 const DEFAULT_LIMIT = 1024 * 1024 * 1024;
 
+export interface CacheOptions {
+  /** This daemon's directory for its links to entries; entries are handed out directly without. */
+  links?: string;
+  /** Other daemons use the cache now: leave the index and unlisted files as they are. */
+  shared?: boolean;
+  /** Bytes kept before the least recently used entries go. */
+  limit?: number;
+}
+
 export class ContentCache {
   readonly dir: string;
   private readonly files: string;
   private readonly indexPath: string;
   private readonly limit: number;
+  private readonly links: string | null;
+  /** Entries this daemon has a link to (by file name). */
+  private readonly linked = new Set<string>();
   /** Insertion order is recency: a use moves the entry to the end. */
   private readonly entries = new Map<string, Entry>();
   private total = 0;
@@ -40,22 +58,24 @@ export class ContentCache {
   hits = 0;
   misses = 0;
 
-  constructor(dir: string, limit = DEFAULT_LIMIT) {
+  constructor(dir: string, o: CacheOptions = {}) {
     this.dir = dir;
     this.files = join(dir, 'files');
     this.indexPath = join(dir, 'index');
-    this.limit = limit;
+    this.limit = o.limit ?? DEFAULT_LIMIT;
+    this.links = o.links ?? null;
     mkdirSync(this.files, { recursive: true, mode: 0o755 });
     chmodSync(dir, 0o755);
-    this.load();
+    if (this.links) mkdirSync(this.links, { recursive: true, mode: 0o755 });
+    this.load(o.shared ?? false);
   }
 
-  private load(): void {
+  private load(shared: boolean): void {
     let text = '';
     try {
       text = readFileSync(this.indexPath, 'utf8');
     } catch {
-      return;
+      // No index: nothing is known, and no file is an entry.
     }
     for (const line of text.split('\n')) {
       const [op, key, sha, size] = line.split(' ');
@@ -68,20 +88,41 @@ export class ContentCache {
     }
     this.total = 0;
     for (const e of this.entries.values()) this.total += e.size;
-    // Rewrite the index compacted.
+    if (shared) return;
+    // Alone: the index compacted, and files it does not list (a killed daemon's temporary
+    // files, entries whose lines a compaction beside another daemon lost) removed.
     const lines = [...this.entries].map(([k, e]) => `+ ${k} ${e.sha} ${e.size}\n`);
     writeFileSync(`${this.indexPath}.tmp`, lines.join(''));
     renameSync(`${this.indexPath}.tmp`, this.indexPath);
+    for (const name of readdirSync(this.files))
+      if (!this.entries.has(decodeKey(name))) rmSync(join(this.files, name), { force: true });
   }
 
-  /** Where an entry's bytes live on the device. */
-  pathOf(key: string): string {
+  /** Where an entry's bytes live on the device, shared by the daemons. */
+  private pathOf(key: string): string {
     return join(this.files, encodeKey(key));
   }
 
-  /** The key of a cache path, or null if `path` is not an entry. */
+  /** The path this daemon's runs use for an entry: its own link, made on first use. */
+  private handOut(key: string): string {
+    if (!this.links) return this.pathOf(key);
+    const name = encodeKey(key);
+    const own = join(this.links, name);
+    if (!this.linked.has(name)) {
+      try {
+        linkSync(this.pathOf(key), own);
+      } catch (e) {
+        // A link from before this entry was put again: the same host version, the same bytes.
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      this.linked.add(name);
+    }
+    return own;
+  }
+
+  /** The key of a path handed out, or null if `path` is not an entry. */
   keyOf(path: string): string | null {
-    const prefix = `${this.files}/`;
+    const prefix = `${this.links ?? this.files}/`;
     if (!path.startsWith(prefix)) return null;
     const name = path.slice(prefix.length);
     return name.includes('/') ? null : decodeKey(name);
@@ -107,7 +148,13 @@ export class ContentCache {
     }
     this.entries.delete(key);
     this.entries.set(key, e);
-    return path;
+    try {
+      return this.handOut(key);
+    } catch {
+      // Evicted by another daemon since this one started.
+      this.forget(key);
+      return null;
+    }
   }
 
   /** Counts one open of a host file's content: from the cache, or fetched over the link. */
@@ -140,7 +187,7 @@ export class ContentCache {
     this.total += data.length;
     appendFileSync(this.indexPath, `+ ${key} ${sha} ${data.length}\n`);
     this.evict(key);
-    return path;
+    return this.handOut(key);
   }
 
   private evict(keep: string): void {
@@ -151,13 +198,21 @@ export class ContentCache {
   }
 
   private drop(key: string): void {
-    const e = this.entries.get(key);
-    if (!e) return;
-    this.entries.delete(key);
-    this.total -= e.size;
-    // An open or running copy keeps its inode; the name goes.
+    if (!this.forget(key)) return;
+    // An open or running copy, and other daemons' links, keep the inode; the name goes.
     rmSync(this.pathOf(key), { force: true });
     appendFileSync(this.indexPath, `- ${key}\n`);
+  }
+
+  /** Forgets an entry in this daemon, its own link included; false if it knew none. */
+  private forget(key: string): boolean {
+    const e = this.entries.get(key);
+    if (!e) return false;
+    this.entries.delete(key);
+    this.total -= e.size;
+    const name = encodeKey(key);
+    if (this.links && this.linked.delete(name)) rmSync(join(this.links, name), { force: true });
+    return true;
   }
 }
 

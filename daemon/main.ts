@@ -18,6 +18,7 @@ import { Activity } from './activity.ts';
 import { ContentCache } from './cache.ts';
 import type { RunAs } from './exec.ts';
 import { ExecLinks } from './exec-links.ts';
+import { Instance } from './instance.ts';
 import { createLogger, type Logger } from './log.ts';
 import { openPairing, pairingOpen } from './pairing.ts';
 import { serveConnection } from './server.ts';
@@ -83,15 +84,20 @@ function makeViewEnv(stateDir: string, useSeccomp: boolean, log: Logger): ViewEn
     // Run users reach the cache and their scratch through it; what is secret in it (the
     // identity, authorized clients) is 0600 itself, so search permission is enough.
     chmodSync(stateDir, (statSync(stateDir).mode & 0o777) | 0o111);
-    const runsDir = join(stateDir, 'runs');
-    // Scratch of runs a killed daemon left behind.
-    rmSync(runsDir, { recursive: true, force: true });
-    mkdirSync(runsDir, { recursive: true, mode: 0o755 });
+    const instance = new Instance(stateDir);
+    const runsDir = join(instance.dir, 'runs');
+    mkdirSync(runsDir, { mode: 0o755 });
     const status = readFileSync('/proc/self/status', 'latin1');
-    const links = new ExecLinks(join(stateDir, 'exec'));
-    process.once('exit', () => links.close());
+    const links = new ExecLinks(join(instance.dir, 'exec'));
+    process.once('exit', () => {
+      links.close();
+      instance.close();
+    });
     return {
-      cache: new ContentCache(join(stateDir, 'cache')),
+      cache: new ContentCache(join(stateDir, 'cache'), {
+        links: join(instance.dir, 'cache'),
+        shared: instance.others > 0,
+      }),
       runsDir,
       seccomp: useSeccomp && hasSeccomp(status),
       links,
