@@ -2,7 +2,9 @@
 // stdio is the connection (ssh, ip netns exec, a local tetherd --stdio), or
 // the local default device.
 import { spawn } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { userInfo } from 'node:os';
+import { join } from 'node:path';
 import { isSea } from 'node:sea';
 import { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -15,11 +17,32 @@ import { TetherError } from './errors.ts';
 
 export const LOCAL_DEVICE = 'local';
 
+/**
+ * Where the single executable finds tetherd: the standard directories, not the caller's PATH
+ * (that is the program's, and `env PATH=... tether run` must still find the daemon).
+ */
+const DAEMON_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+function installedDaemon(): string {
+  for (const dir of DAEMON_DIRS) {
+    const file = join(dir, 'tetherd');
+    try {
+      accessSync(file, fsConstants.X_OK);
+      return file;
+    } catch {}
+  }
+  throw new TetherError(
+    `no tetherd for the local device in ${DAEMON_DIRS.join(':')}: install it there, or pair a device`,
+  );
+}
+
 /** Without any configuration, runs go to a tetherd started on this machine. */
 function localDevice(): DeviceConfig {
   // bin/tetherd sits at the same depth from client/ (sources) and dist/ (bundle); the single
-  // executable has none beside it and takes the tetherd in the PATH.
-  const daemon = isSea() ? 'tetherd' : fileURLToPath(new URL('../bin/tetherd', import.meta.url));
+  // executable has none beside it.
+  const daemon = isSea()
+    ? installedDaemon()
+    : fileURLToPath(new URL('../bin/tetherd', import.meta.url));
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   return {
     name: LOCAL_DEVICE,

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { hostname, userInfo } from 'node:os';
+import { resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
 import { DEFAULT_PORT, type FdMode, type FdSpec } from '../transport/protocol.ts';
@@ -84,7 +85,8 @@ async function runCommand(argv: string[], flags: RunFlags): Promise<void> {
   const conn = await deviceConnection(device, flags.agent);
   const umask = process.umask();
   const tty = !!flags.tty;
-  const cwd = flags.cwd ?? process.cwd();
+  // A relative -C is relative to the caller's cwd, as cd's operand.
+  const cwd = flags.cwd === undefined ? process.cwd() : resolve(flags.cwd);
   const outcome = await run(
     conn,
     {

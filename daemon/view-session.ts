@@ -107,7 +107,11 @@ export class ViewSession {
       cwd = local;
       kernelCwd = local;
     } else {
-      const node = await r.lookup(cwd, true);
+      const node = await Promise.resolve()
+        .then(() => r.lookup(cwd, true))
+        .catch((e: unknown) => {
+          throw e instanceof ViewError ? new ViewError(e.code, `chdir ${cwd}`) : e;
+        });
       if (node.where === 'device') {
         cwd = node.path;
         kernelCwd = node.path;

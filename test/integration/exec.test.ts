@@ -1,11 +1,11 @@
 // `tether run` against a real tetherd across a veth link with real TLS.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { procState, sleepers, waitFor } from '../lib/procs.ts';
-import { startDaemon, TETHER, tether } from '../lib/tetherd.ts';
+import { startDaemon, TETHER, TETHERD, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon({ extraArgs: ['--idle-timeout', '3'] });
 t.teardown(() => d.stop());
@@ -152,6 +152,40 @@ t.test('a missing program exits 127 with one line', async (t) => {
   const r = await tether(d, ['run', 'no-such-program-here']);
   t.equal(r.code, 127);
   t.equal(r.stderr, 'tether: no-such-program-here: No such file or directory\n');
+});
+
+t.test("-C is relative to the caller's cwd, as cd; a missing one is one line, 255", async (t) => {
+  const base = mkdtempSync(join(tmp, 'cwd-'));
+  mkdirSync(join(base, 'sub'));
+  writeFileSync(join(base, 'file'), '');
+  const inBase = { cwd: base };
+  const sub = await tether(d, ['run', '-C', 'sub', '/bin/pwd'], inBase);
+  t.same([sub.code, sub.stdout, sub.stderr], [0, `${base}/sub\n`, '']);
+  const up = await tether(d, ['run', '-C', 'sub/../..', '/bin/pwd'], inBase);
+  t.equal(up.stdout, `${tmp}\n`);
+  const missing = await tether(d, ['run', '-C', 'nope', '/bin/pwd'], inBase);
+  t.equal(missing.code, 255);
+  t.equal(missing.stderr, `tether: chdir ${base}/nope: No such file or directory\n`);
+  const file = await tether(d, ['run', '-C', 'file', '/bin/pwd'], inBase);
+  t.equal(file.code, 255);
+  t.equal(file.stderr, `tether: chdir ${base}/file: Not a directory\n`);
+});
+
+t.test("the caller's PATH is the program's: tether and the daemon need none of it", async (t) => {
+  const noPath = { ...d.env, PATH: '/nonexistent' };
+  const r = await tether(d, ['run', '/bin/sh', '-c', 'echo "$PATH"'], { env: noPath });
+  t.same([r.code, r.stdout, r.stderr], [0, '/nonexistent\n', ''], 'a TLS device');
+  // A device whose command is bin/tetherd, as the local device's.
+  const home = mkdtempSync(join(tmp, 'home-'));
+  const state = mkdtempSync(join(tmp, 'state-'));
+  writeFileSync(
+    join(home, 'config'),
+    `device cmd\n  command exec '${TETHERD}' --stdio --log-level warn --user root --state '${state}'\n`,
+  );
+  const c = await tether(d, ['run', '-d', 'cmd', '/bin/sh', '-c', 'echo "$PATH"'], {
+    env: { ...noPath, TETHER_HOME: home },
+  });
+  t.same([c.code, c.stdout, c.stderr], [0, '/nonexistent\n', ''], 'a command device');
 });
 
 t.test('many concurrent runs on one daemon', async (t) => {
