@@ -12,7 +12,7 @@ import {
 } from 'node:fs';
 import { constants } from 'node:os';
 import type { Redirector } from './redirect.ts';
-import type { SyscallStop } from './tracer.ts';
+import type { Proc, SyscallStop } from './tracer.ts';
 import { ViewError } from './view-client.ts';
 
 const E = constants.errno;
@@ -49,7 +49,7 @@ export async function prepareExec(
     if (depth > MAX_DEPTH) return { errno: E.ELOOP };
     let f: { file: string; viewPath: string };
     try {
-      f = await programFile(r, target);
+      f = await programFile(r, s.proc, target);
     } catch (e) {
       if (e instanceof ViewError) return { errno: e.errno };
       throw e;
@@ -86,7 +86,7 @@ export async function prepareExec(
     if (elf === null) return { file: links.named(f.file, comm), argv: plain(), exe };
     let ld: { file: string; viewPath: string };
     try {
-      ld = await programFile(r, elf.path, false);
+      ld = await programFile(r, s.proc, elf.path, false);
     } catch (e) {
       if (e instanceof ViewError) return { errno: e.errno };
       throw e;
@@ -106,11 +106,14 @@ export async function prepareExec(
 /** The device file holding the program at view `path`, after the kernel's checks. */
 async function programFile(
   r: Redirector,
-  path: string,
+  self: Proc,
+  viewPath: string,
   needX = true,
 ): Promise<{ file: string; viewPath: string }> {
-  const local = r.local(path);
-  if (local !== null) return deviceProgram(local, needX);
+  const at = r.walk(viewPath, true, self);
+  if (at.kind !== 'view')
+    return deviceProgram(at.kind === 'device' ? (at.at ?? viewPath) : viewPath, needX);
+  const path = at.path;
   const { node, file } = await r.cached(path);
   if (node.where === 'device') return deviceProgram(node.path, needX);
   if ((node.st.mode & 0o170000) !== 0o100000) throw new ViewError('EACCES');

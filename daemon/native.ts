@@ -61,6 +61,7 @@ interface Addon {
   getWinsize(fd: number): Winsize;
   setNonblock(fd: number, on: boolean): void;
   lseek(fd: number, offset: number): void;
+  mkfifo(path: string, mode: number): void;
   ptrace(request: number, pid: number, addr: number, data: number): number;
   getEventMsg(pid: number): number;
   getSiginfo(pid: number): Buffer;
@@ -110,6 +111,8 @@ export const getWinsize: (fd: number) => Winsize = addon.getWinsize;
 export const setNonblock: (fd: number, on: boolean) => void = addon.setNonblock;
 /** Sets an fd's offset (SEEK_SET). */
 export const lseek: (fd: number, offset: number) => void = addon.lseek;
+/** Makes a FIFO at `path`. */
+export const mkfifo: (path: string, mode: number) => void = addon.mkfifo;
 
 /** ptrace(request, pid, addr, data) for requests whose addr and data are integers. */
 export const ptrace: (request: number, pid: number, addr: number, data: number) => number =

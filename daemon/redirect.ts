@@ -2,9 +2,13 @@
 // the client, then either let the kernel run it on a device path (a cached copy, a working
 // copy, a placeholder directory, or a device-local mount) or answer it from the host's reply.
 import {
+  chownSync,
   constants as fsConstants,
+  lstatSync,
   mkdirSync,
   openSync,
+  readlinkSync,
+  rmdirSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -23,6 +27,7 @@ import type { Abi as AbiName } from '../arch/syscalls.ts';
 import type { FdFile, FdMode } from '../transport/protocol.ts';
 import type { OpenFlag, TimeSpec, ViewMount, ViewNode, ViewStat } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
+import { type Walked, walkDevice } from './device-walk.ts';
 import type { ExecLinks } from './exec-links.ts';
 import { prepareExec } from './exec-view.ts';
 import type { Logger } from './log.ts';
@@ -39,6 +44,7 @@ const E = constants.errno;
  * keeps them for seconds; changes this run makes through the view clear it at once). */
 const SEEK_SET = 0;
 const X_OK = 1;
+const S_IFIFO = 0o010000;
 
 /** Syscalls that could reach files behind the view's back and that tether does not redirect. */
 export const ENOSYS_CALLS = [
@@ -96,11 +102,16 @@ export class Redirector {
   private readonly dirs = new Map<string, string>();
   private readonly dirPaths = new Map<string, string>();
   private readonly dirRoot: string;
+  private standIns = 0;
+  /** Placeholders of host directories this run removed: a cwd there is a dead directory. */
+  private readonly removed = new Set<string>();
   /** getdents64 listings of placeholder dirs, by pid:fd, fetched when the offset is 0. */
   private readonly listings = new Map<string, Buffer[]>();
   readonly work: WorkingCopies;
   /** Unix sockets at host view paths, by view path. */
   private readonly sockets = new Map<string, string>();
+  /** FIFOs at host view paths, by view path. */
+  private readonly fifos = new Map<string, string>();
   /**
    * Lookups and access checks in writable mounts from the last moment: `ls -l` asks statx,
    * lgetxattr and getxattr about each file, a loop of programs opens the same inputs.
@@ -186,24 +197,93 @@ export class Redirector {
     return best!;
   }
 
-  /** The device path for `path` when it lies in a device mount without any `..` to escape it. */
-  local(path: string): string | null {
-    const parts: string[] = [];
-    for (const c of path.split('/')) {
-      if (c === '' || c === '.') continue;
-      if (c === '..') return null;
-      parts.push(c);
-    }
-    const norm = `/${parts.join('/')}`;
-    if (!this.mountOf(norm).device) return null;
-    // On the way to a host mount inside a device one: the view makes that directory up.
-    const below = `${norm}/`;
-    return this.run.mounts.some((m) => !m.device && m.path.startsWith(below)) ? null : norm;
+  /** Whether view path `path` lies in a device mount. */
+  private isDevice(path: string): boolean {
+    return this.mountOf(path).device;
   }
 
-  /** The view path a stop's (dirfd, path) names; throws ViewError for a bad pointer or fd. */
-  absPath(s: SyscallStop, dirfd: number, p: string, mapProc = true): string {
-    if (p.startsWith('/')) return mapProc ? this.viaProc(s, p) : p;
+  /** Whether view path `path` is the device's own (in a device mount, not on a host mount's way). */
+  onDevice(path: string): boolean {
+    return this.isDevice(path) && !this.isAnchor(path);
+  }
+
+  /** Whether `path` is a host mount or a directory the view makes up on the way to one. */
+  private isAnchor(path: string): boolean {
+    const below = `${path}/`;
+    return this.run.mounts.some(
+      (m) => !m.device && m.path !== '/' && (m.path === path || m.path.startsWith(below)),
+    );
+  }
+
+  /**
+   * Where (dirfd, raw) of a stop leads (daemon/device-walk.ts): the device's own file, which
+   * the kernel resolves from the path as written; a /proc link of a traced process; or a view
+   * path. `follow`: whether a final symlink is followed.
+   */
+  place(s: SyscallStop, dirfd: number, raw: string, follow: boolean): Walked {
+    if (dirfd === AT.FDCWD && !raw.startsWith('/') && this.cwdRemoved(s.proc)) {
+      // A removed cwd holds nothing, and only `..` leads out of it (to the view parent); the
+      // kernel's cwd, the removed placeholder, answers the rest as it would natively.
+      const rest = raw.split('/').filter((c) => c !== '' && c !== '.');
+      if (rest[0] !== '..') return { kind: 'device', at: null };
+      const parent = s.proc.cwd.slice(0, s.proc.cwd.lastIndexOf('/')) || '/';
+      return this.walk(`${parent}/${rest.slice(1).join('/')}`, follow, s.proc, s.tid);
+    }
+    return this.walk(this.absPath(s, dirfd, raw), follow, s.proc, s.tid);
+  }
+
+  /** Whether `proc`'s cwd is a host directory this run removed. */
+  cwdRemoved(proc: Proc): boolean {
+    return proc.cwdStandIn !== undefined && this.removed.has(proc.cwdStandIn);
+  }
+
+  /**
+   * A host directory this run removed: its placeholder goes too, so the kernel sees a process
+   * whose cwd it was in a removed directory (getcwd ENOENT, no name found, `.` still there).
+   */
+  dirRemoved(path: string): void {
+    const key = `d${path}`;
+    const d = this.dirs.get(key);
+    if (d === undefined) return;
+    this.dirs.delete(key);
+    this.dirPaths.delete(d);
+    try {
+      rmdirSync(d);
+      this.removed.add(d);
+    } catch {
+      // Not empty (it never holds anything) or gone: nothing stands in for it any more.
+    }
+  }
+
+  /** The same for absolute view path `path`, on behalf of traced process `self`. */
+  walk(path: string, follow: boolean, self: Proc, tid = self.pid): Walked {
+    return walkDevice(path, follow, {
+      isDevice: (p) => this.isDevice(p),
+      isAnchor: (p) => this.isAnchor(p),
+      lstat: deviceType,
+      readlink: (p) => readlinkSync(p, 'utf8'),
+      pid: self.pid,
+      tid,
+      procLink: (p, which) => this.procLinkTarget(self, p, which),
+    });
+  }
+
+  /**
+   * The view path /proc/PID/{exe,cwd,root,fd/N} of a traced process stands for, or null when
+   * the kernel's link says it (not traced, not a view file).
+   */
+  procLinkTarget(self: Proc, pid: number, which: string): string | null {
+    const proc = pid === self.pid ? self : this.procs(pid);
+    if (!proc) return null;
+    if (which === 'exe') return proc.exe || null;
+    if (which === 'cwd') return proc.cwd;
+    if (which === 'root') return '/';
+    return this.fdView(pid, Number(which.slice(3)));
+  }
+
+  /** The view path a stop's (dirfd, path) names, as written; ViewError for a bad fd. */
+  absPath(s: SyscallStop, dirfd: number, p: string): string {
+    if (p.startsWith('/')) return p;
     let base: string | null;
     if (dirfd === AT.FDCWD) base = s.proc.cwd;
     else {
@@ -212,29 +292,6 @@ export class Redirector {
         throw new ViewError(fdTarget(s.proc.pid, dirfd) !== null ? 'ENOTDIR' : 'EBADF');
     }
     return base === '/' ? `/${p}` : `${base}/${p}`;
-  }
-
-  /**
-   * Paths through a traced process's /proc/PID/{root,cwd,fd/N} continue in the view: the
-   * kernel would walk the device's root, the placeholder or the cached copy instead.
-   */
-  viaProc(s: SyscallStop, p: string): string {
-    const m = PROC_DIR.exec(p);
-    if (!m) return p;
-    const pid = m[1] === 'self' || m[1] === 'thread-self' ? s.proc.pid : Number(m[1]);
-    const proc = pid === s.proc.pid ? s.proc : this.procs(pid);
-    if (!proc) return p;
-    const rest = m[5] ?? '';
-    let base: string | null;
-    if (m[3] === 'root') base = '';
-    else if (m[3] === 'cwd') base = proc.cwd === '/' ? '' : proc.cwd;
-    else {
-      // The fd of a view file: its view path (the kernel would reach the device's copy).
-      base = this.fdView(pid, Number(m[4]));
-      if (base !== null && this.mountOf(base).device) return p;
-    }
-    if (base === null) return p;
-    return `${base}${rest}` || '/';
   }
 
   readPath(s: SyscallStop, i: number): string {
@@ -287,6 +344,21 @@ export class Redirector {
     return d;
   }
 
+  /**
+   * The device FIFO standing for a host FIFO at view path `path`: the run's processes that
+   * open it meet there (a host process cannot: the host's FIFO never opens on the device).
+   */
+  fifoStandIn(path: string, mode: number): string {
+    let d = this.fifos.get(path);
+    if (!d) {
+      d = join(this.run.scratch, `f${this.fifos.size + 1}`);
+      native.mkfifo(d, mode & 0o777);
+      if (this.run.owner.uid >= 0) chownSync(d, this.run.owner.uid, this.run.owner.gid);
+      this.fifos.set(path, d);
+    }
+    return d;
+  }
+
   /** The stand-in of a socket bound at `path` that still exists, or null. */
   boundSocket(path: string): string | null {
     const d = this.sockets.get(path);
@@ -297,7 +369,7 @@ export class Redirector {
     const key = `${kind}${path}`;
     let d = this.dirs.get(key);
     if (!d) {
-      d = join(this.dirRoot, `${kind}${this.dirs.size + 1}`);
+      d = join(this.dirRoot, `${kind}${++this.standIns}`);
       make(d);
       this.dirs.set(key, d);
       this.dirPaths.set(d, path);
@@ -548,7 +620,9 @@ export class Redirector {
         have,
       });
     } catch (e) {
-      if (ro && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
+      // Only a plain open's answer stands for the path (O_DIRECTORY makes a file ENOTDIR).
+      const plain = extraFlags.length === 0;
+      if (ro && plain && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
         this.mem.roLookups.set(k, e.code);
       throw e;
     }
@@ -570,7 +644,7 @@ export class Redirector {
     this.mem.haveKey.set(path, key);
     this.mem.haveKey.set(node.path, key);
     this.mem.keyInfo.set(key, { path: node.path, st: node.st });
-    if (ro) this.mem.roLookups.set(k, node);
+    if (ro && extraFlags.length === 0) this.mem.roLookups.set(k, node);
     else if (extraFlags.length === 0) this.opened(path, true, node);
     return { node, file };
   }
@@ -657,9 +731,11 @@ function doOpen(
   const F = OPEN_FLAGS[s.abi.name];
   const raw = r.readPath(s, pathIdx);
   if (raw === '') return fail(E.ENOENT);
-  const path = r.absPath(s, dirfd, raw);
-  const dev = r.local(path);
-  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
+  // O_CREAT|O_EXCL never follows a final symlink: it fails on one.
+  const excl = F.O_CREAT | F.O_EXCL;
+  const at = r.place(s, dirfd, raw, !(flags & F.O_NOFOLLOW) && (flags & excl) !== excl);
+  if (at.kind !== 'view') return pass;
+  const path = at.path;
   // The loader's and the compiler's opens of a sysroot's files: known without a round trip.
   const plain = F.O_CREAT | F.O_TRUNC | F.O_PATH | F.O_DIRECTORY | F.O_NOFOLLOW | F.O_ACCMODE;
   if ((flags & plain) === 0 && r.work.existing(path) === null) {
@@ -700,6 +776,8 @@ async function doOpenAsync(
     if ('device' in res) return r.rewrite(s, [[pathIdx, res.device]]);
     const { node } = res;
     if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
+    if ((node.st.mode & 0o170000) === S_IFIFO)
+      return r.rewrite(s, [[pathIdx, r.fifoStandIn(node.path, node.st.mode)]]);
     r.opened(path, !(flags & F.O_NOFOLLOW), node);
     if ((node.st.mode & 0o170000) === 0o040000)
       return r.rewrite(s, [[pathIdx, r.placeholder(node.path)]], extra);
@@ -736,6 +814,7 @@ async function doOpenAsync(
   if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
   const type = node.st.mode & 0o170000;
   if (type === 0o040000) return r.rewrite(s, [[pathIdx, r.placeholder(node.path)]], extra);
+  if (type === S_IFIFO) return r.rewrite(s, [[pathIdx, r.fifoStandIn(node.path, node.st.mode)]]);
   if (file === null) return fail(type === 0o120000 ? E.ELOOP : E.ENXIO);
   const w = r.work.existing(node.path);
   return r.rewrite(s, [[pathIdx, w ?? file]], extra);
@@ -776,10 +855,9 @@ function doStat(
     if (!emptyPath) return fail(E.ENOENT);
     return fdStatAction(r, s, dirfd, write);
   }
-  const path = r.absPath(s, dirfd, raw);
-  const dev = r.local(path);
-  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
-  return then(r.lookup(path, follow), (node) =>
+  const at = r.place(s, dirfd, raw, follow);
+  if (at.kind !== 'view') return pass;
+  return then(r.lookup(at.path, follow), (node) =>
     node.where === 'device' ? r.rewrite(s, [[pathIdx, node.path]]) : write(node.st),
   );
 }
@@ -802,17 +880,19 @@ async function doSimple(
   dirfd: number,
   pathIdx: number,
   body: (path: string) => ViewRequestBody,
+  /** Whether the op follows a final symlink (chmod does, unlink does not). */
+  follow = false,
 ): Promise<Action> {
   const raw = r.readPath(s, pathIdx);
   if (raw === '') return fail(E.ENOENT);
-  const path = r.absPath(s, dirfd, raw);
-  const dev = r.local(path);
-  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
-  const b = body(path);
+  const at = r.place(s, dirfd, raw, follow);
+  if (at.kind !== 'view') return pass;
+  const b = body(at.path);
   const res = await r.run.client.change(b);
   if (!Array.isArray(res)) return r.rewrite(s, [[pathIdx, res.device]]);
   r.work.afterChange(b, res);
   r.changed(b, res);
+  if (b.op === 'rmdir') for (const p of res) r.dirRemoved(p);
   return ret(0);
 }
 
@@ -826,17 +906,11 @@ async function doTwo(
   const rawFrom = r.readPath(s, from[1]);
   const rawTo = r.readPath(s, to[1]);
   if (rawFrom === '' || rawTo === '') return fail(E.ENOENT);
-  const a = r.absPath(s, from[0], rawFrom);
-  const b = r.absPath(s, to[0], rawTo);
-  const da = r.local(a);
-  const db = r.local(b);
-  if (da !== null && db !== null)
-    return r.rewrite(s, [
-      [from[1], da],
-      [to[1], db],
-    ]);
-  if (da !== null || db !== null) return fail(E.EXDEV);
-  const req = body(a, b);
+  const pa = r.place(s, from[0], rawFrom, false);
+  const pb = r.place(s, to[0], rawTo, false);
+  if (pa.kind !== 'view' && pb.kind !== 'view') return pass;
+  if (pa.kind !== 'view' || pb.kind !== 'view') return fail(E.EXDEV);
+  const req = body(pa.path, pb.path);
   const res = await r.run.client.change(req);
   if (!Array.isArray(res)) return fail(E.EXDEV);
   r.work.afterChange(req, res);
@@ -853,22 +927,17 @@ function doReadlink(
 ): Action | Promise<Action> {
   const raw = r.readPath(s, pathIdx);
   if (raw === '') return fail(E.ENOENT);
-  const path = r.absPath(s, dirfd, raw, false);
   const size = s32(s.args[bufIdx + 1]!);
   if (size <= 0) return fail(E.EINVAL);
-  const magic = procLink(r, s, path);
+  const at = r.place(s, dirfd, raw, false);
   let target: string | { device: string } | Promise<string | { device: string }>;
-  if (magic === undefined && r.viaProc(s, path) !== path) {
-    // A path through /proc/PID/root or cwd: an ordinary view path.
-    target = r.readlink(r.viaProc(s, path));
-  } else if (magic !== undefined) {
-    if (magic === null) return r.rewrite(s, [[pathIdx, path]]);
-    target = magic;
-  } else {
-    const dev = r.local(path);
-    if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[pathIdx, dev]]);
-    target = r.readlink(path);
-  }
+  if (at.kind === 'device') return pass;
+  if (at.kind === 'magic') {
+    // A /proc link of a traced process says the view path it stands for.
+    const t = r.procLinkTarget(s.proc, at.pid, at.which);
+    if (t === null) return pass;
+    target = t;
+  } else target = r.readlink(at.path);
   return then(target, (t) => {
     if (typeof t !== 'string') return r.rewrite(s, [[pathIdx, t.device]]);
     const bytes = Buffer.from(t).subarray(0, size);
@@ -877,45 +946,41 @@ function doReadlink(
   });
 }
 
-const PROC_DIR = /^\/proc\/(self|thread-self|\d+)(\/task\/\d+)?\/(root|cwd|fd\/(\d+))(\/.*)?$/;
-const PROC_LINK = /^\/proc\/(self|thread-self|\d+)(?:\/task\/(\d+))?\/(exe|cwd|root|fd\/(\d+))$/;
-
-/**
- * /proc links of traced processes, as the view sees them: a string, null for "let the kernel
- * answer" (not a view file), undefined when `path` is no such link.
- */
-function procLink(r: Redirector, s: SyscallStop, path: string): string | null | undefined {
-  const m = PROC_LINK.exec(path);
-  if (!m) return undefined;
-  const pid = m[1] === 'self' || m[1] === 'thread-self' ? s.proc.pid : Number(m[1]);
-  const proc: Proc | null = pid === s.proc.pid ? s.proc : r.procs(pid);
-  if (!proc) return null;
-  if (m[3] === 'exe') return proc.exe;
-  if (m[3] === 'cwd') return proc.cwd;
-  if (m[3] === 'root') return '/';
-  return r.fdView(pid, Number(m[4]));
-}
-
 async function doChdir(r: Redirector, s: SyscallStop): Promise<Action> {
   const raw = r.readPath(s, 0);
   if (raw === '') return fail(E.ENOENT);
-  const path = r.absPath(s, AT.FDCWD, raw);
-  const dev = r.local(path);
-  if (dev !== null) {
-    const st = safeStat(dev);
-    if (st?.isDirectory()) s.proc.cwd = dev;
-    return dev === raw ? pass : r.rewrite(s, [[0, dev]]);
+  const at = r.place(s, AT.FDCWD, raw, true);
+  if (at.kind !== 'view') {
+    // Where the kernel will be: the walk's end, when it is a directory there.
+    if (at.kind === 'device' && at.at !== null && safeStat(at.at)?.isDirectory())
+      s.proc.cwd = at.at;
+    s.proc.cwdStandIn = undefined;
+    return pass;
   }
-  const node = await r.lookup(path, true);
+  const node = await r.lookup(at.path, true);
   if (node.where === 'device') {
     const st = safeStat(node.path);
-    if (st?.isDirectory()) s.proc.cwd = node.path;
+    if (st?.isDirectory()) {
+      s.proc.cwd = node.path;
+      s.proc.cwdStandIn = undefined;
+    }
     return r.rewrite(s, [[0, node.path]]);
   }
   if ((node.st.mode & 0o170000) !== 0o040000) return fail(E.ENOTDIR);
   await r.access(node.path, X_OK, true);
   s.proc.cwd = node.path;
-  return r.rewrite(s, [[0, r.placeholder(node.path)]]);
+  s.proc.cwdStandIn = r.placeholder(node.path);
+  return r.rewrite(s, [[0, s.proc.cwdStandIn]]);
+}
+
+/** What the device has at `path`, not following a final symlink; null when nothing (or no way). */
+function deviceType(p: string): 'dir' | 'link' | 'other' | null {
+  try {
+    const st = lstatSync(p);
+    return st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'link' : 'other';
+  } catch {
+    return null;
+  }
 }
 
 function safeStat(p: string) {
@@ -972,10 +1037,10 @@ function accessHandler(at: boolean, withFlags: boolean): Handler {
     const flags = withFlags ? s32(s.args[3]!) : 0;
     const raw = r.readPath(s, o);
     if (raw === '') return fail(E.ENOENT);
-    const path = r.absPath(s, at ? s32(s.args[0]!) : AT.FDCWD, raw);
-    const dev = r.local(path);
-    if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[o, dev]]);
-    return then(r.access(path, mode, !(flags & AT.SYMLINK_NOFOLLOW)), (res) =>
+    const follow = !(flags & AT.SYMLINK_NOFOLLOW);
+    const where = r.place(s, at ? s32(s.args[0]!) : AT.FDCWD, raw, follow);
+    if (where.kind !== 'view') return pass;
+    return then(r.access(where.path, mode, follow), (res) =>
       res === 0 ? ret(0) : r.rewrite(s, [[o, res.device]]),
     );
   };
@@ -983,12 +1048,10 @@ function accessHandler(at: boolean, withFlags: boolean): Handler {
 
 function xattrPath(follow: boolean, kind: 'get' | 'list' | 'set' | 'remove'): Handler {
   return (r, s) => {
-    const raw = r.readPath(s, 0);
-    const path = r.absPath(s, AT.FDCWD, raw);
-    const dev = r.local(path);
-    if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[0, dev]]);
+    const at = r.place(s, AT.FDCWD, r.readPath(s, 0), follow);
+    if (at.kind !== 'view') return pass;
     // Host extended attributes are not part of the view: none to read, none to set.
-    return then(r.lookup(path, follow), () =>
+    return then(r.lookup(at.path, follow), () =>
       kind === 'list' ? ret(0) : fail(kind === 'get' ? E.ENODATA : E.EOPNOTSUPP),
     );
   };
@@ -1053,7 +1116,9 @@ const getdents64: Handler = async (r, s) => {
   };
 };
 
-const getcwd: Handler = (_r, s) => {
+const getcwd: Handler = (r, s) => {
+  // A device directory is the kernel's cwd too: it answers (a removed one with ENOENT).
+  if (r.onDevice(s.proc.cwd) || r.cwdRemoved(s.proc)) return pass;
   const b = Buffer.from(`${s.proc.cwd}\0`);
   const size = Number(s.args[1]!);
   if (size < b.length) return fail(E.ERANGE);
@@ -1063,16 +1128,18 @@ const getcwd: Handler = (_r, s) => {
 
 const fchdir: Handler = (r, s) => {
   const v = r.fdView(s.proc.pid, s32(s.args[0]!));
-  if (v !== null) s.proc.cwd = v;
+  if (v !== null) {
+    s.proc.cwd = v;
+    const target = fdTarget(s.proc.pid, s32(s.args[0]!));
+    s.proc.cwdStandIn = target !== null && target !== v ? target : undefined;
+  }
   return pass;
 };
 
 const statfs: Handler = async (r, s) => {
-  const raw = r.readPath(s, 0);
-  const path = r.absPath(s, AT.FDCWD, raw);
-  const dev = r.local(path);
-  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[0, dev]]);
-  const res = await r.run.client.statfs(path);
+  const at = r.place(s, AT.FDCWD, r.readPath(s, 0), true);
+  if (at.kind !== 'view') return pass;
+  const res = await r.run.client.statfs(at.path);
   if ('device' in res) return r.rewrite(s, [[0, res.device]]);
   const is64 = s.name === 'statfs64';
   const b = encodeStatfs(s.abi.name, is64 ? 'statfs64' : 'statfs', res);
@@ -1088,7 +1155,8 @@ const SUN_PATH = 108;
 /**
  * bind/connect on a unix socket path. A socket file can only live on the device, so a view
  * path that is the host's gets a device stand-in, the same for every bind and connect of the
- * run; device paths just lose their relativity (the kernel's cwd is not the program's).
+ * run; device paths go to the kernel as written (a relative name near sun_path's 108 bytes
+ * still fits).
  */
 const unixSocket: Handler = (r, s) => {
   const len = s32(s.args[2]!);
@@ -1097,10 +1165,10 @@ const unixSocket: Handler = (r, s) => {
   if (addr.length < len || addr.readUInt16LE(0) !== AF_UNIX || addr[2] === 0) return pass;
   const end = addr.indexOf(0, 2);
   const raw = addr.subarray(2, end < 0 ? len : end).toString('utf8');
-  const path = r.absPath(s, AT.FDCWD, raw);
-  const dev = r.local(path);
-  if (dev !== null && dev === raw) return pass;
-  const target = dev ?? r.socketStandIn(path);
+  // bind makes the final name (a symlink there is in the way); connect follows it.
+  const at = r.place(s, AT.FDCWD, raw, s.name === 'connect');
+  if (at.kind !== 'view') return pass;
+  const target = r.socketStandIn(at.path);
   const b = Buffer.alloc(2 + Buffer.byteLength(target) + 1);
   b.writeUInt16LE(AF_UNIX, 0);
   b.write(target, 2);
@@ -1115,11 +1183,9 @@ const unixSocket: Handler = (r, s) => {
 };
 
 const inotifyAdd: Handler = async (r, s) => {
-  const raw = r.readPath(s, 1);
-  const path = r.absPath(s, AT.FDCWD, raw);
-  const dev = r.local(path);
-  if (dev !== null) return dev === raw ? pass : r.rewrite(s, [[1, dev]]);
-  await r.lookup(path, true);
+  const at = r.place(s, AT.FDCWD, r.readPath(s, 1), true);
+  if (at.kind !== 'view') return pass;
+  await r.lookup(at.path, true);
   // Host files cannot be watched from the device: the "no more watches" answer makes tools
   // such as tail -f fall back to polling.
   return fail(E.ENOSPC);
@@ -1215,12 +1281,15 @@ const chmodH =
     const at = kind !== 'chmod';
     const mode = s32(s.args[at ? 2 : 1]!) & 0o7777;
     const flags = kind === 'fchmodat2' ? s32(s.args[3]!) : 0;
-    return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, at ? 1 : 0, (path) => ({
-      op: 'chmod',
-      path,
-      mode,
-      follow: !(flags & AT.SYMLINK_NOFOLLOW),
-    }));
+    const follow = !(flags & AT.SYMLINK_NOFOLLOW);
+    return doSimple(
+      r,
+      s,
+      at ? s32(s.args[0]!) : AT.FDCWD,
+      at ? 1 : 0,
+      (path) => ({ op: 'chmod', path, mode, follow }),
+      follow,
+    );
   };
 
 const chownH =
@@ -1229,13 +1298,21 @@ const chownH =
     const at = kind === 'fchownat';
     const o = at ? 1 : 0;
     const flags = at ? s32(s.args[4]!) : 0;
-    return doSimple(r, s, at ? s32(s.args[0]!) : AT.FDCWD, o, (path) => ({
-      op: 'chown',
-      path,
-      uid: s32(s.args[o + 1]!),
-      gid: s32(s.args[o + 2]!),
-      follow: kind === 'chown' || (at && !(flags & AT.SYMLINK_NOFOLLOW)),
-    }));
+    const follow = kind === 'chown' || (at && !(flags & AT.SYMLINK_NOFOLLOW));
+    return doSimple(
+      r,
+      s,
+      at ? s32(s.args[0]!) : AT.FDCWD,
+      o,
+      (path) => ({
+        op: 'chown',
+        path,
+        uid: s32(s.args[o + 1]!),
+        gid: s32(s.args[o + 2]!),
+        follow,
+      }),
+      follow,
+    );
   };
 
 const UTIME_NOW = (1 << 30) - 1;
@@ -1322,7 +1399,7 @@ function setTimes(
     follow,
   });
   if (pathIdx === 1 && s.args[1] === 0n) return fdMeta(r, s, (path) => body(path, true));
-  return doSimple(r, s, dirfd, pathIdx, (path) => body(path, follow));
+  return doSimple(r, s, dirfd, pathIdx, (path) => body(path, follow), follow);
 }
 
 function timeOf(sec: number, nsec: number): TimeSpec {
@@ -1344,7 +1421,7 @@ const truncateH =
       : BigInt.asIntN(8 * s.abi.wordSize, s.args[1]!);
     const size = Number(len);
     if (size < 0) return fail(E.EINVAL);
-    return doSimple(r, s, AT.FDCWD, 0, (path) => ({ op: 'truncate', path, size }));
+    return doSimple(r, s, AT.FDCWD, 0, (path) => ({ op: 'truncate', path, size }), true);
   };
 
 /**

@@ -41,6 +41,8 @@ export interface Proc {
   pid: number;
   /** The view path of the working directory. */
   cwd: string;
+  /** The placeholder the kernel has as the cwd, when the cwd is a host directory. */
+  cwdStandIn?: string;
   /** The view path of the running program, for /proc/self/exe. */
   exe: string;
   /** Set by an execve handler; becomes `exe` when the exec happens. */

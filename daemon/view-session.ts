@@ -102,13 +102,15 @@ export class ViewSession {
     const r = this.redirector;
     let cwd = start.cwd || '/';
     let kernelCwd: string;
-    const local = r.local(cwd);
-    if (local !== null) {
-      cwd = local;
-      kernelCwd = local;
+    // No process yet: /proc/self is nobody's.
+    const at = r.walk(cwd, true, { pid: -1, cwd: '/', exe: '', pendingExe: null });
+    if (at.kind !== 'view') {
+      cwd = at.kind === 'device' ? (at.at ?? cwd) : cwd;
+      kernelCwd = cwd;
     } else {
+      const viewCwd = at.path;
       const node = await Promise.resolve()
-        .then(() => r.lookup(cwd, true))
+        .then(() => r.lookup(viewCwd, true))
         .catch((e: unknown) => {
           throw e instanceof ViewError ? new ViewError(e.code, `chdir ${cwd}`) : e;
         });
@@ -173,6 +175,7 @@ export class ViewSession {
     let firstExec: number | null = null;
     let execSeen = false;
     const root: Proc = { pid, cwd: viewCwd, exe: opts.file, pendingExe: null };
+    if (opts.cwd !== null && opts.cwd !== viewCwd) root.cwdStandIn = opts.cwd;
     const procs = new Map<number, Proc>();
     const tracer = new Tracer(
       pid,

@@ -609,6 +609,26 @@ static napi_value js_lseek(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* mkfifo(path, mode): Node cannot make a FIFO (the device's stand-in for a host one). */
+static napi_value js_mkfifo(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  int64_t mode;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    type_error(env, "mkfifo(path, mode)", "called with two arguments");
+    return NULL;
+  }
+  if (!get_int(env, argv[1], "mode", 0, 07777, &mode)) return NULL;
+  char *path = get_string(env, argv[0], "path");
+  if (!path) return NULL;
+  int r = mkfifo(path, (mode_t)mode);
+  int err = errno;
+  free(path);
+  if (r < 0) return throw_errno(env, "mkfifo", err);
+  return NULL;
+}
+
 static napi_value js_set_nonblock(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   size_t argc = 2;
@@ -643,6 +663,7 @@ NAPI_MODULE_INIT() {
       {"getWinsize", NULL, js_get_winsize, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setNonblock", NULL, js_set_nonblock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lseek", NULL, js_lseek, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mkfifo", NULL, js_mkfifo, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   trace_init(env, exports);
