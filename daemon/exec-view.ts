@@ -35,15 +35,31 @@ export async function prepareExec(
   path: string,
   name: string,
   argvPtr: bigint,
+  /** Run a file the kernel cannot (ENOEXEC) with /bin/sh, as execvp(3) does: the run's own. */
+  shellFallback = false,
+): Promise<ExecPlan> {
+  const plan = await planExec(r, s, path, name, argvPtr, null);
+  if (!shellFallback || !('errno' in plan) || plan.errno !== E.ENOEXEC) return plan;
+  return planExec(r, s, path, name, argvPtr, '/bin/sh');
+}
+
+async function planExec(
+  r: Redirector,
+  s: SyscallStop,
+  path: string,
+  name: string,
+  argvPtr: bigint,
+  shell: string | null,
 ): Promise<ExecPlan> {
   const argv = readPointers(s, argvPtr);
   if (argv === null) return { errno: E.EFAULT };
   // Strings we add go onto the stack; the program's own strings are reused where they are.
   const str = (x: string) => s.scratch(Buffer.from(`${x}\0`));
-  let front: bigint[] = [];
+  // execvp's retry: /bin/sh with the file as its script, argv[0] the shell's name.
+  let front: bigint[] = shell ? [str(shell), str(name)] : [];
   let rest = argv.slice(1);
-  let argv0: bigint | null = argv[0] ?? null;
-  let target = path;
+  let argv0: bigint | null = shell ? null : (argv[0] ?? null);
+  let target = shell ?? path;
   let exe = '';
   for (let depth = 0; ; depth++) {
     if (depth > MAX_DEPTH) return { errno: E.ELOOP };

@@ -5,7 +5,6 @@ import { closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { constants } from 'node:os';
 import tty from 'node:tty';
-import util from 'node:util';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { MessageReader, writeMessage } from '../transport/messages.ts';
 import {
@@ -447,10 +446,7 @@ function errnoName(n: number): string {
 /** The C library's text for an errno name, as the shell prints it. */
 function strerror(code: string): string {
   const n = constants.errno[code as keyof typeof constants.errno];
-  if (typeof n !== 'number') return code;
-  // libuv's texts are glibc's but for the capital.
-  const text = util.getSystemErrorMessage(-n);
-  return text.charAt(0).toUpperCase() + text.slice(1);
+  return typeof n === 'number' ? native.strerror(n) : code;
 }
 
 function describe(err: NodeJS.ErrnoException): string {

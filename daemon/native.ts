@@ -62,6 +62,7 @@ interface Addon {
   setNonblock(fd: number, on: boolean): void;
   lseek(fd: number, offset: number): void;
   mkfifo(path: string, mode: number): void;
+  strerror(errnum: number): string;
   ptrace(request: number, pid: number, addr: number, data: number): number;
   getEventMsg(pid: number): number;
   getSiginfo(pid: number): Buffer;
@@ -113,6 +114,8 @@ export const setNonblock: (fd: number, on: boolean) => void = addon.setNonblock;
 export const lseek: (fd: number, offset: number) => void = addon.lseek;
 /** Makes a FIFO at `path`. */
 export const mkfifo: (path: string, mode: number) => void = addon.mkfifo;
+/** The C library's message for an errno. */
+export const strerror: (errnum: number) => string = addon.strerror;
 
 /** ptrace(request, pid, addr, data) for requests whose addr and data are integers. */
 export const ptrace: (request: number, pid: number, addr: number, data: number) => number =

@@ -119,6 +119,16 @@ export class Redirector {
   private readonly recent = new RecentAnswers();
   /** Path arguments per stop, for trace logs. */
   private readonly pathsRead = new WeakMap<SyscallStop, string[]>();
+  /** The run's process whose first execve starts the program: `tether run` searches as execvp. */
+  spawnExec: number | null = null;
+
+  /** Whether this execve is the run's start (once). */
+  takeSpawnExec(pid: number): boolean {
+    if (this.spawnExec !== pid) return false;
+    this.spawnExec = null;
+    return true;
+  }
+
   /** The traced process with this pid, if any (set by the session that owns the tracer). */
   procs: (pid: number) => Proc | null = () => null;
 
@@ -857,6 +867,9 @@ function doStat(
   }
   const at = r.place(s, dirfd, raw, follow);
   if (at.kind !== 'view') return pass;
+  // A socket this run bound at a host path is on the device only.
+  const socket = r.boundSocket(at.path);
+  if (socket !== null) return r.rewrite(s, [[pathIdx, socket]]);
   return then(r.lookup(at.path, follow), (node) =>
     node.where === 'device' ? r.rewrite(s, [[pathIdx, node.path]]) : write(node.st),
   );
@@ -1076,7 +1089,7 @@ const execHandler =
     // The kernel names the file to a #! interpreter as given, or via /dev/fd for execveat.
     const name =
       raw.startsWith('/') || dirfd === AT.FDCWD ? raw : `/dev/fd/${dirfd}${raw ? `/${raw}` : ''}`;
-    const plan = await prepareExec(r, s, path, name, s.args[o + 1]!);
+    const plan = await prepareExec(r, s, path, name, s.args[o + 1]!, r.takeSpawnExec(s.proc.pid));
     if ('errno' in plan) return fail(plan.errno);
     s.proc.pendingExe = plan.exe;
     const args = new Map<number, bigint>([[o + 1, plan.argv]]);

@@ -175,6 +175,7 @@ export class ViewSession {
     let firstExec: number | null = null;
     let execSeen = false;
     const root: Proc = { pid, cwd: viewCwd, exe: opts.file, pendingExe: null };
+    r.spawnExec = pid;
     if (opts.cwd !== null && opts.cwd !== viewCwd) root.cwdStandIn = opts.cwd;
     const procs = new Map<number, Proc>();
     const tracer = new Tracer(

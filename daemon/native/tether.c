@@ -59,6 +59,7 @@ struct spawn_req {
   char **envp;
   char *cwd;
   char **paths; /* execve candidates, resolved like execvp before fork */
+  char **sh_argv; /* execvp's ENOEXEC retry: /bin/sh, the file, argv[1..]; its [1] set in the child */
   int *fds;
   int *tmp; /* scratch for the child's fd shuffle, allocated before fork */
   uint32_t nfds;
@@ -84,6 +85,7 @@ static void free_req(struct spawn_req *r) {
   free_strv(r->envp);
   free(r->cwd);
   free_strv(r->paths);
+  free(r->sh_argv);
   free(r->fds);
   free(r->tmp);
   free(r->groups);
@@ -183,6 +185,15 @@ static bool parse_spawn(napi_env env, napi_value opts, struct spawn_req *r) {
   }
   if (!(r->argv = get_strv(env, opts, "argv"))) return false;
   if (!(r->envp = get_strv(env, opts, "env"))) return false;
+  size_t argc = 0;
+  while (r->argv[argc]) argc++;
+  r->sh_argv = calloc(argc + 3, sizeof *r->sh_argv);
+  if (!r->sh_argv) {
+    throw_errno(env, "malloc", ENOMEM);
+    return false;
+  }
+  r->sh_argv[0] = "/bin/sh";
+  for (size_t i = 1; i < argc; i++) r->sh_argv[i + 1] = r->argv[i];
 
   napi_get_named_property(env, opts, "cwd", &v);
   napi_typeof(env, v, &t);
@@ -349,11 +360,16 @@ static void __attribute__((noreturn)) child(const struct spawn_req *r, int errfd
   if (!close_above(keep, r->maxfd)) child_fail(errfd, STEP_CLOSE, errno);
   if (r->trace) traced_exec(r, errfd, gofd);
 
-  /* execvp's rules, minus its /bin/sh fallback: ENOEXEC is reported, not reinterpreted. */
+  /* execvp's rules: a file the kernel cannot run (ENOEXEC) is /bin/sh's script. */
   bool eacces = false;
   for (char *const *p = r->paths; *p; p++) {
     execve(*p, r->argv, r->envp);
     int err = errno;
+    if (err == ENOEXEC) {
+      r->sh_argv[1] = *p;
+      execve(r->sh_argv[0], r->sh_argv, r->envp);
+      child_fail(errfd, STEP_EXECVE, ENOEXEC);
+    }
     if (err == EACCES)
       eacces = true;
     else if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV && err != ETIMEDOUT)
@@ -609,6 +625,17 @@ static napi_value js_lseek(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* strerror(errnum): the C library's own text (libuv's differ, ELOOP's for one). */
+static napi_value js_strerror(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"errnum"};
+  static const int64_t min[] = {0}, max[] = {4095};
+  int64_t a[1];
+  if (!arg_ints(env, info, 1, a, names, min, max)) return NULL;
+  napi_value res;
+  napi_create_string_utf8(env, strerror((int)a[0]), NAPI_AUTO_LENGTH, &res);
+  return res;
+}
+
 /* mkfifo(path, mode): Node cannot make a FIFO (the device's stand-in for a host one). */
 static napi_value js_mkfifo(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -664,6 +691,7 @@ NAPI_MODULE_INIT() {
       {"setNonblock", NULL, js_set_nonblock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lseek", NULL, js_lseek, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mkfifo", NULL, js_mkfifo, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"strerror", NULL, js_strerror, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   trace_init(env, exports);

@@ -1,6 +1,14 @@
 // `tether run` against a real tetherd across a veth link with real TLS.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -187,6 +195,31 @@ t.test("the caller's PATH is the program's: tether and the daemon need none of i
   });
   t.same([c.code, c.stdout, c.stderr], [0, '/nonexistent\n', ''], 'a command device');
 });
+
+t.test(
+  "tether run FILE runs as execvp(3): a file the kernel cannot run is /bin/sh's",
+  async (t) => {
+    // Under the view's read-only root (a host file) and without the view (the device's own).
+    const dir = mkdtempSync('/var/tmp/tether-execvp-');
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'blank.sh'), '#!   \necho blank "$0" "$@"\n', { mode: 0o755 });
+    writeFileSync(join(dir, 'plain.sh'), 'echo plain "$0" "$@"\n', { mode: 0o755 });
+    symlinkSync('loop2', join(dir, 'loop1'));
+    symlinkSync('loop1', join(dir, 'loop2'));
+    for (const view of ['--view', '--no-view']) {
+      const blank = await tether(d, ['run', view, '-C', dir, './blank.sh', 'a'], { cwd: dir });
+      t.same([blank.code, blank.stdout, blank.stderr], [0, 'blank ./blank.sh a\n', ''], view);
+      const plain = await tether(d, ['run', view, '-C', dir, './plain.sh', 'b'], { cwd: dir });
+      t.same([plain.code, plain.stdout, plain.stderr], [0, 'plain ./plain.sh b\n', ''], view);
+      const loop = await tether(d, ['run', view, '-C', dir, './loop1'], { cwd: dir });
+      t.same(
+        [loop.code, loop.stderr],
+        [126, 'tether: ./loop1: Too many levels of symbolic links\n'],
+        `${view}: the C library's words`,
+      );
+    }
+  },
+);
 
 t.test('many concurrent runs on one daemon', async (t) => {
   const runs = await Promise.all(

@@ -61,6 +61,9 @@ export function looks(base: string): string[] {
   return out;
 }
 
+/** A socket name of 100 bytes: sun_path holds 108. */
+const LONG = `sock-${'x'.repeat(95)}`;
+
 /** Changes, in an order where each sees the last one's result (the same in both runs). */
 export function changes(base: string): string[] {
   return [
@@ -132,6 +135,12 @@ export function changes(base: string): string[] {
     'fchdir d',
     'cwd',
     `chdir ${base}`,
+    // a relative unix socket name that fits sun_path only as written
+    `bind ${LONG}`,
+    `connect ${LONG}`,
+    `lstat ${LONG}`,
+    `unlink ${LONG}`,
+    `connect ${LONG}`,
   ];
 }
 
@@ -180,5 +189,7 @@ export function procs(): string[] {
   ])
     for (const op of ['stat', 'lstat', 'readlink', 'open']) out.push(`${op} ${p}`);
   out.push('list /dev/fd/..', 'list /proc/self/fd/..', 'realpath /proc/self/cwd');
+  // The program's own bytes, however /proc/self/exe is spelt (not a copy the device runs).
+  out.push('sum /proc/self/exe', 'sum /proc/self/../self/exe', 'sum /proc/thread-self/../exe');
   return out;
 }
