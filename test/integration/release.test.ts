@@ -22,6 +22,8 @@ import t, { type Test } from 'tap';
 import pkg from '../../package.json' with { type: 'json' };
 import { type ArmArch, armGlibcVersion, armSysroot, startArmDevice } from '../lib/arm-device.ts';
 import { elfMachine } from '../lib/elf.ts';
+import { changes, execs, looks, procs } from '../lib/path-cases.ts';
+import { buildProbe, differential } from '../lib/path-diff.ts';
 import { ROOT, startDaemon, tether } from '../lib/tetherd.ts';
 
 const RELEASE = join(ROOT, 'dist/release');
@@ -193,6 +195,35 @@ int main(void) {
   t.equal(st.mtimeNs, 4000000000_000000007n, `utimensat_time64 of ${what} on the host file`);
 }
 
+/**
+ * The differential path-semantics check on the arm64 device, against this host natively: a
+ * writable host tree, a tree in the device's /tmp, /proc and /dev (what any kernel and any
+ * program answer alike; test/integration/path-semantics.test.ts has the rest).
+ */
+async function pathSemantics(t: Test, c: ArmCheck): Promise<void> {
+  const nativeProbe = buildProbe('gcc', join(c.work, 'path-probe-x64'));
+  const deviceProbe = buildProbe('aarch64-linux-gnu-gcc', join(c.work, 'path-probe-arm64'));
+  const top = `/tmp/tether-paths-arm64-${process.pid}`;
+  t.teardown(() => rmSync(top, { recursive: true, force: true }));
+  const host = join(c.work, 'paths');
+  for (const [what, base, ops, make] of [
+    ['a host tree', host, [...looks(host), ...execs(host), ...changes(host)], true],
+    ["the device's /tmp", `${top}/t`, [...looks(`${top}/t`), ...changes(`${top}/t`)], true],
+    ['/proc and /dev', c.work, procs(), false],
+  ] as const)
+    await t.test(what, (t) =>
+      differential(t, {
+        base,
+        ops: [...ops],
+        make,
+        probe: join(c.work, 'path-probe'),
+        nativeProbe,
+        deviceProbe,
+        viaTether: (script) => c.run(['sh', '-c', script]),
+      }),
+    );
+}
+
 const ARM_DEVICES: {
   arch: ArmArch;
   binary: string;
@@ -222,6 +253,8 @@ const ARM_DEVICES: {
       copyFileSync(ARM64_CLIENT, join(c.work, 'tether'));
       const client = await c.run(['-e', 'TETHER_CACHE_DIR=/tmp/tc', './tether', '--version']);
       t.equal(client.stdout, `tether ${pkg.version} (node v24.21.0, arm64)\n`, client.stderr);
+
+      await t.test('path semantics as native (test/lib/path-diff.ts)', (t) => pathSemantics(t, c));
     },
   },
   {

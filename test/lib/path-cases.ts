@@ -170,12 +170,12 @@ export function execs(base: string): string[] {
 /** The device's own mounts: /proc, /dev and /proc/self/{exe,cwd,fd,root}. */
 export function procs(): string[] {
   const out: string[] = [];
+  // What the program is: its size depends on the build, only its name is the same everywhere.
+  for (const p of ['/proc/self/exe', '/proc/self/../self/exe', '/proc/1/../self/exe'])
+    out.push(`lstat ${p}`, `readlink ${p}`);
   for (const p of [
-    '/proc/self/exe',
     '/proc/self/exe/',
     '/proc/self/exe/../exe',
-    '/proc/self/../self/exe',
-    '/proc/1/../self/exe',
     '/proc/self/cwd',
     '/proc/self/cwd/',
     '/proc/self/root',
@@ -183,13 +183,32 @@ export function procs(): string[] {
     '/proc/self/fd/999999',
     '/proc/self/fd/999999/..',
     '/dev/null/',
-    '/dev/fd/..',
     '/dev/./null',
     '/dev/../dev/null',
   ])
     for (const op of ['stat', 'lstat', 'readlink', 'open']) out.push(`${op} ${p}`);
-  out.push('list /dev/fd/..', 'list /proc/self/fd/..', 'realpath /proc/self/cwd');
-  // The program's own bytes, however /proc/self/exe is spelt (not a copy the device runs).
-  out.push('sum /proc/self/exe', 'sum /proc/self/../self/exe', 'sum /proc/thread-self/../exe');
+  out.push('realpath /proc/self/cwd');
   return out;
+}
+
+/**
+ * What only a device with the same kernel and programs as this host prints alike: /proc's
+ * listings, /dev/fd, the program's size and bytes however /proc/self/exe is spelt (not the copy
+ * the device runs), a dynamic program's too.
+ */
+export function procsSameHost(): string[] {
+  const out: string[] = [];
+  for (const p of ['/proc/self/exe', '/proc/self/../self/exe', '/proc/1/../self/exe'])
+    out.push(`stat ${p}`, `open ${p}`);
+  // /dev/fd is a link of the distribution's, not the kernel's (a busybox root may lack it).
+  for (const op of ['stat', 'lstat', 'readlink', 'open']) out.push(`${op} /dev/fd/..`);
+  return [
+    ...out,
+    'list /dev/fd/..',
+    'list /proc/self/fd/..',
+    'sum /proc/self/exe',
+    'sum /proc/self/../self/exe',
+    'sum /proc/thread-self/../exe',
+    'exec /usr/bin/md5sum /proc/self/exe',
+  ];
 }
