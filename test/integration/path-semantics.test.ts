@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { changes, execs, fixture, looks, procs, procsSameHost } from '../lib/path-cases.ts';
-import { buildProbe, differential } from '../lib/path-diff.ts';
+import { buildProbe, differential, hostFile } from '../lib/path-diff.ts';
 import { startDaemon, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon({ minimalRoot: true });
@@ -52,7 +52,11 @@ t.test('a host directory bound writable', async (t) => {
 t.test('a host directory under the read-only view root', async (t) => {
   const base = mkdtempSync('/var/tmp/tether-paths-ro-');
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
-  const made = spawnSync('sh', ['-c', `cd '${base}' && ${fixture(base).replaceAll('\n', ' && ')}`]);
+  const host = hostFile(join(work, 'path-probe'));
+  const made = spawnSync('sh', [
+    '-c',
+    `cd '${base}' && ${fixture(base, host).replaceAll('\n', ' && ')}`,
+  ]);
   t.equal(made.status, 0, 'fixture');
   await compare(t, base, [...looks(base), ...execs(base)], false);
 });

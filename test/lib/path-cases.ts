@@ -3,8 +3,11 @@
 // every spelling of every kind of path in it. Both are run natively and through `tether run`
 // in the same place; the probe's output must be identical.
 
-/** The fixture, made in the current directory BASE (an absolute path), by sh. */
-export function fixture(base: string): string {
+/**
+ * The fixture, made in the current directory BASE (an absolute path), by sh. `hostFile` is a
+ * file only the host has: a device-side link to it must lead into the view.
+ */
+export function fixture(base: string, hostFile: string): string {
   return [
     'mkdir d d/sub e',
     'echo hello >f',
@@ -24,6 +27,8 @@ export function fixture(base: string): string {
     'ln -s ../f d/up',
     'ln -s script.sh lscript',
     'mkfifo fifo',
+    `ln -s '${hostFile}' tohost`,
+    'ln -s /bin/sh viewsh',
   ].join('\n');
 }
 
@@ -58,6 +63,8 @@ export function looks(base: string): string[] {
   for (const p of ['.', '..', './', 'd/sub/../..', 'abs/..', 'abs/../f', 'lsub/..', 'lsub/../..'])
     out.push(`realpath ${p}`, `list ${p}`, `stat ${p}`);
   out.push('openat d sub', 'openat d ../f', 'openat d sub/..', 'openat ld ../f', 'openat d up');
+  // links to files only the host has (the view's, wherever the link lives)
+  out.push('read tohost', 'stat tohost', 'open tohost/', 'readlink tohost', 'lstat viewsh');
   return out;
 }
 
@@ -154,6 +161,7 @@ export function execs(base: string): string[] {
     'exec ./plain.sh',
     'exec ./badinterp.sh',
     'exec ./nested.sh n1',
+    'exec ./viewsh ./script.sh v',
     'exec ./d',
     'exec ./f',
     'exec ./script.sh/',

@@ -3,8 +3,8 @@
 // be identical. Used on the hidden-tree x64 device (test/integration/path-semantics.test.ts) and
 // on the emulated arm64 device (test/integration/release.test.ts).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Test } from 'tap';
 import { fixture } from './path-cases.ts';
 import { ROOT, type tether } from './tetherd.ts';
@@ -18,12 +18,15 @@ export function buildProbe(gcc: string, out: string): string {
   return out;
 }
 
+/** A file beside the probe, on the host only: the fixture links to it. */
+export const hostFile = (probe: string) => join(dirname(probe), 'host-only.txt');
+
 /** The script: optionally make the fixture in BASE, then the probe's lines. */
 export function probeScript(probe: string, base: string, ops: string[], make: boolean): string {
   return [
     'export PATH=/usr/bin:/bin',
     make
-      ? `rm -rf '${base}' && mkdir -p '${base}' && cd '${base}' && ${fixture(base).replaceAll('\n', ' && ')} || exit 9`
+      ? `rm -rf '${base}' && mkdir -p '${base}' && cd '${base}' && ${fixture(base, hostFile(probe)).replaceAll('\n', ' && ')} || exit 9`
       : `cd '${base}' || exit 9`,
     `'${probe}' <<'EOF'`,
     ...ops,
@@ -51,6 +54,7 @@ export async function differential(
     viaTether: (script: string) => ReturnType<typeof tether>;
   },
 ): Promise<void> {
+  writeFileSync(hostFile(o.probe), 'only on the host\n');
   const text = probeScript(o.probe, o.base, o.ops, o.make);
   copyFileSync(o.nativeProbe, o.probe);
   const native = spawnSync('sh', ['-c', text], { encoding: 'utf8', cwd: '/', timeout: 60_000 });
