@@ -15,6 +15,7 @@ import { loadOrCreateIdentity } from '../transport/identity.ts';
 import { DEFAULT_PORT, type StatusReply } from '../transport/protocol.ts';
 import { ALPN, createTlsServer, HTTP_ALPN, peerFingerprint } from '../transport/tls.ts';
 import { Activity } from './activity.ts';
+import { PairingGate } from './admission.ts';
 import { ContentCache } from './cache.ts';
 import type { RunAs } from './exec.ts';
 import { ExecLinks } from './exec-links.ts';
@@ -26,6 +27,9 @@ import { defaultStateDir, State } from './state.ts';
 import type { StatusSources } from './status.ts';
 import { lookupUser } from './users.ts';
 import { hasSeccomp, type ViewEnv } from './view-session.ts';
+
+/** Connections tetherd serves at once (each client holds one, or one per agent). */
+const MAX_CONNECTIONS = 256;
 
 /** How long runs get to end after their SIGTERM when tetherd stops. */
 const STOP_GRACE_MS = 10_000;
@@ -166,6 +170,9 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     c.on('close', () => live.delete(c));
   };
   const server = createTlsServer(id, [ALPN, HTTP_ALPN]);
+  // Beyond this many sockets new ones are dropped at once, TLS handshakes included.
+  server.maxConnections = MAX_CONNECTIONS;
+  const pairingGate = new PairingGate();
   server.on('secureConnection', (socket) => {
     // A peer may reset at any moment (a refused one too): that ends its socket, not tetherd.
     socket.on('error', (e) => log.debug({ err: e.message }, 'socket error'));
@@ -196,8 +203,18 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
       const peer = { kind: 'authorized', fingerprint: fp, name: client.name } as const;
       track(serveConnection(socket, peer, base, addr));
     } else if (pairingOpen(state)) {
+      const slot = pairingGate.admit(socket.remoteAddress ?? '?');
+      if ('refused' in slot) {
+        log.warn({ addr, client: fp, err: slot.refused }, 'refused pairing connection');
+        socket.end(
+          encodeFrame({ type: FrameType.CLOSE, code: ErrorCode.REFUSED, reason: slot.refused }),
+        );
+        return;
+      }
       log.info({ addr, client: fp }, 'unknown client: pairing only');
-      track(serveConnection(socket, { kind: 'pairing', fingerprint: fp }, base, addr));
+      const c = serveConnection(socket, { kind: 'pairing', fingerprint: fp }, base, addr);
+      c.on('close', slot.release);
+      track(c);
     } else {
       log.warn({ addr, client: fp }, 'refused unknown client');
       // CLOSE instead of HELLO: nothing of the protocol is offered to a stranger.

@@ -347,8 +347,8 @@ export class Redirector {
   socketStandIn(path: string): string {
     let d = this.sockets.get(path);
     if (!d) {
-      // sun_path is 108 bytes: a short name in the run's scratch directory.
-      d = join(this.run.scratch, `s${this.sockets.size + 1}`);
+      // sun_path is 108 bytes: a short name in the run's own directory of the scratch.
+      d = join(this.run.scratch, 'sock', `s${this.sockets.size + 1}`);
       this.sockets.set(path, d);
     }
     return d;
@@ -372,7 +372,8 @@ export class Redirector {
   /** The stand-in of a socket bound at `path` that still exists, or null. */
   boundSocket(path: string): string | null {
     const d = this.sockets.get(path);
-    return d && safeStat(d)?.isSocket() ? d : null;
+    // lstat: the run user owns sock/ and may have put anything there.
+    return d && lstatSync(d, { throwIfNoEntry: false })?.isSocket() ? d : null;
   }
 
   private stand(path: string, kind: string, make: (d: string) => void): string {

@@ -28,6 +28,10 @@ export interface ServeOptions {
   status: (path: string) => Promise<StatusReply>;
 }
 
+/** Credit a pairing connection gets, per stream and in all: a pair request is ~200 bytes. */
+const PAIR_WINDOW = 16 * 1024;
+const PAIR_HEADER_MAX = 4 * 1024;
+
 /** Who is on the other end, as established before any stream is read. */
 export type Peer =
   /** `name`: what the client paired with, from authorized_clients. */
@@ -40,8 +44,18 @@ export function serveConnection(
   opts: ServeOptions,
   address: string | null = null,
 ): Connection {
-  const caps = peer.kind === 'authorized' ? [Caps.EXEC, Caps.STATUS] : [Caps.PAIR];
-  const conn = new Connection(socket, { role: 'server', caps, idleTimeoutMs: opts.idleTimeoutMs });
+  const pairing = peer.kind === 'pairing';
+  const caps = pairing ? [Caps.PAIR] : [Caps.EXEC, Caps.STATUS];
+  // A stranger may pair and nothing else: one small stream at a time, whatever it sends.
+  const limits = pairing
+    ? { streamWindow: PAIR_WINDOW, connectionWindow: PAIR_WINDOW, maxStreams: 1 }
+    : {};
+  const conn = new Connection(socket, {
+    role: 'server',
+    caps,
+    idleTimeoutMs: opts.idleTimeoutMs,
+    ...limits,
+  });
   const log = opts.log.child({ peer: peer.fingerprint ?? 'stdio' });
   const { activity } = opts;
   const connId = activity.connectionOpened({
@@ -78,12 +92,14 @@ export function serveConnection(
   async function handle(stream: Stream): Promise<void> {
     let header: ReturnType<typeof parseHeader>;
     try {
-      header = parseHeader(await readHeader(stream));
+      header = parseHeader(await readHeader(stream, pairing ? PAIR_HEADER_MAX : undefined));
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'bad stream header');
-      stream.destroy(
-        e instanceof TransportError ? e : new TransportError(ErrorCode.MESSAGE_ERROR, String(e)),
-      );
+      const err =
+        e instanceof TransportError ? e : new TransportError(ErrorCode.MESSAGE_ERROR, String(e));
+      stream.destroy(err);
+      // A stranger gets no second try on the same connection.
+      if (pairing) conn.close(err.code, err.message);
       return;
     }
     if (peer.kind === 'pairing') {

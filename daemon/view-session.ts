@@ -1,7 +1,7 @@
 // Starts one run's program under the tracer with the view applied: finds the program and the
 // working directory in the view, builds the seccomp filter for the device's ABIs, and wires
 // the tracer to the redirector.
-import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCH_ABIS, type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
 import type { Stream } from '../transport/stream.ts';
@@ -72,7 +72,7 @@ export class ViewSession {
   private readonly scratch: string;
   private readonly log: Logger;
 
-  /** `owner`: the run's user (-1: the daemon's own), who must reach and write the scratch. */
+  /** `owner`: the run's user (-1: the daemon's own), who uses what the scratch holds. */
   constructor(
     stream: Stream,
     spec: ViewSpec,
@@ -81,9 +81,14 @@ export class ViewSession {
     owner: { uid: number; gid: number },
     log: Logger,
   ) {
+    // Placeholders, working copies and FIFOs live here, made by the daemon and used by the
+    // program. The directory stays the daemon's (mkdtemp: 0700, then 0755): a run user who
+    // could rename or replace its entries would have the daemon write, chown and read where
+    // they point. Sockets the program binds go to a directory of its own (sock/).
     this.scratch = mkdtempSync(join(env.runsDir, 'run-'));
-    // Placeholders, working copies and socket stand-ins live here, used by the program.
-    chownSync(this.scratch, owner.uid, owner.gid);
+    chmodSync(this.scratch, 0o755);
+    mkdirSync(join(this.scratch, 'sock'), { mode: 0o700 });
+    chownSync(join(this.scratch, 'sock'), owner.uid, owner.gid);
     this.log = log;
     this.redirector = new Redirector({
       client: new ViewClient(stream),

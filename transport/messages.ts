@@ -2,13 +2,26 @@
 // value (never nil: nil would read as the end of the stream). Bulk bytes
 // never go through here; they are raw stream data.
 import type { Duplex } from 'node:stream';
-import { decode, encode } from '@msgpack/msgpack';
+import { Decoder, encode } from '@msgpack/msgpack';
 import { ByteQueue } from './bytequeue.ts';
 import { ErrorCode, TransportError } from './errors.ts';
 import { readVarint, varintLength, writeVarint } from './varint.ts';
 
 /** Largest message accepted: argv plus environment of a big exec fit well. */
 export const MAX_MESSAGE = 4 * 1024 * 1024;
+
+/**
+ * Decoding limits beyond the size: no message of the protocol has more than a few thousand
+ * entries in an array or map (argv, environment, a directory listing), and a value of many tiny
+ * ones costs far more memory decoded than its bytes do.
+ */
+const decoder = new Decoder({
+  maxArrayLength: 1 << 20,
+  maxMapLength: 1 << 16,
+  maxStrLength: MAX_MESSAGE,
+  maxBinLength: MAX_MESSAGE,
+  maxExtLength: 0,
+});
 
 export function encodeMessage(value: unknown): Buffer {
   const body = encode(value);
@@ -28,7 +41,7 @@ const bad = (what: string) => new TransportError(ErrorCode.MESSAGE_ERROR, what);
  * Takes one whole message off the front of `q`: the value, or undefined if
  * it is not all there yet. Throws MESSAGE_ERROR for a malformed one.
  */
-function takeMessage(q: ByteQueue): unknown {
+function takeMessage(q: ByteQueue, max = MAX_MESSAGE): unknown {
   let h: ReturnType<typeof readVarint>;
   try {
     h = readVarint(q.peek(8), 0);
@@ -36,12 +49,12 @@ function takeMessage(q: ByteQueue): unknown {
     throw bad('message length beyond 2^53-1');
   }
   if (!h) return undefined;
-  if (h.value > MAX_MESSAGE) throw bad(`message of ${h.value} bytes exceeds ${MAX_MESSAGE}`);
+  if (h.value > max) throw bad(`message of ${h.value} bytes exceeds ${max}`);
   if (q.length < h.length + h.value) return undefined;
   const body = q.take(h.length + h.value).subarray(h.length);
   let value: unknown;
   try {
-    value = decode(body);
+    value = decoder.decode(body);
   } catch (e) {
     throw bad(`bad MessagePack: ${(e as Error).message}`);
   }
@@ -137,9 +150,10 @@ export class MessageReader {
 
 /**
  * Reads exactly one message off a stream and leaves the bytes after it in
- * the stream, for streams that carry a header and then raw data.
+ * the stream, for streams that carry a header and then raw data. `max`: its
+ * largest size (a stranger's is small).
  */
-export function readHeader(stream: Duplex): Promise<unknown> {
+export function readHeader(stream: Duplex, max = MAX_MESSAGE): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const q = new ByteQueue();
     const done = (err: Error | null, value?: unknown) => {
@@ -157,7 +171,7 @@ export function readHeader(stream: Duplex): Promise<unknown> {
         q.push(c);
         let value: unknown;
         try {
-          value = takeMessage(q);
+          value = takeMessage(q, max);
         } catch (e) {
           return done(e as Error);
         }

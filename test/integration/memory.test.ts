@@ -2,10 +2,11 @@
 // flow control must stall the program on the device, not buffer the excess
 // in tether or tetherd.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import { children, cmdline, nodeOf, rss } from '../lib/procs.ts';
 import { ROOT, startDaemon, TETHER } from '../lib/tetherd.ts';
 
 const GIB = 1024 * 1024 * 1024;
@@ -48,51 +49,11 @@ process.stdout.write(String(total));
 // About 16 s for the gigabyte; the link alone carries it in about 8 s.
 const RATE = 64 * 1024 * 1024;
 
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return '';
-  }
-}
-
-function children(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** VmRSS in bytes, or 0 once the process is gone. */
-function rss(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** The node process of tetherd: `ip netns exec` and bin/tetherd exec into it, or fork it. */
-function daemonPid(): number {
-  let pid = d.proc.pid!;
-  for (let i = 0; i < 3 && !/node/.test(cmdline(pid).split(' ')[0] ?? ''); i++) {
-    const kids = children(pid);
-    if (kids.length !== 1) break;
-    pid = kids[0]!;
-  }
-  return pid;
-}
-
 const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
 
 /** Runs `script` (which pipes tether into the reader) and samples RSS every 200 ms. */
 async function transfer(t: Test, script: string): Promise<void> {
-  const dpid = daemonPid();
+  const dpid = nodeOf(d.proc.pid!);
   t.match(cmdline(dpid), /node .*tetherd/, 'sampling the tetherd node process');
   const sh = spawn('sh', ['-c', script, TETHER, NODE, READER, String(RATE)], {
     env: d.env,

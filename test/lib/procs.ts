@@ -36,3 +36,43 @@ export function procState(pid: number): string {
     return 'gone';
   }
 }
+
+export function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+export function children(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** VmRSS in bytes, or 0 once the process is gone. */
+export function rss(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** The node process under `pid`: `ip netns exec` and bin/tetherd exec into it, or fork it. */
+export function nodeOf(pid: number): number {
+  let p = pid;
+  for (let i = 0; i < 3 && !/node/.test(cmdline(p).split(' ')[0] ?? ''); i++) {
+    const kids = children(p);
+    if (kids.length !== 1) break;
+    p = kids[0]!;
+  }
+  return p;
+}

@@ -1,0 +1,101 @@
+// The trust boundaries of ../shared/DESIGN.md §2, one regression test per finding of the
+// read-and-attack review (issue 15): a paired client never becomes root on the device.
+import { lstatSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { Connection } from '../../transport/connection.ts';
+import { loadOrCreateIdentity } from '../../transport/identity.ts';
+import { MAX_MESSAGE } from '../../transport/messages.ts';
+import { connectTls } from '../../transport/tls.ts';
+import { writeVarint } from '../../transport/varint.ts';
+import { nodeOf, rss } from '../lib/procs.ts';
+import { startDaemon, tether } from '../lib/tetherd.ts';
+
+const d = await startDaemon({ extraArgs: ['--user', 'nobody'] });
+t.teardown(() => d.stop());
+const work = mkdtempSync('/var/tmp/tether-trust-');
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
+
+t.test("a run user cannot swap the daemon's scratch for links to root's files", async (t) => {
+  // Run A keeps a working copy open; run B, as the same unprivileged user and without the view,
+  // tries to move A's scratch entries aside and put a link to /root in their place: the daemon
+  // would then write, chown and read through it as root.
+  const a = tether(d, ['run', '--view', '-C', work, 'sh', '-c', 'exec 3>>held.txt; sleep 3']);
+  await new Promise((r) => setTimeout(r, 1500));
+  const live = join(d.stateDir, 'live');
+  const runs = readdirSync(live).flatMap((i) =>
+    readdirSync(join(live, i, 'runs')).map((r) => join(live, i, 'runs', r)),
+  );
+  t.equal(runs.length, 1, "run A's scratch");
+  const scratch = runs[0]!;
+  const st = statSync(scratch);
+  t.same([st.uid, st.mode & 0o777], [0, 0o755], "the scratch is the daemon's, not writable");
+  const b = await tether(d, [
+    'run',
+    '--no-view',
+    'sh',
+    '-c',
+    `mv '${scratch}/work' '${scratch}/w2' && ln -s /root '${scratch}/work' && echo swapped`,
+  ]);
+  t.equal(b.stdout, '', 'nothing was swapped');
+  t.match(b.stderr, /Permission denied/);
+  t.ok(lstatSync(join(scratch, 'work')).isDirectory(), 'the working copies stay where they were');
+  const ra = await a;
+  t.equal(ra.code, 0, ra.stderr);
+});
+
+/** A stream header of `n` empty arrays: n + 5 bytes, far more memory once decoded. */
+function emptyArrays(n: number): Buffer {
+  const body = Buffer.alloc(5 + n, 0x90);
+  body[0] = 0xdd;
+  body.writeUInt32BE(n, 1);
+  const head = Buffer.alloc(8);
+  return Buffer.concat([head.subarray(0, writeVarint(head, 0, body.length)), body]);
+}
+
+t.test('a stranger cannot exhaust the daemon while pairing is open', async (t) => {
+  const p = await startDaemon({ unpaired: true, extraArgs: ['--pair'] });
+  t.teardown(() => p.stop());
+  const pid = nodeOf(p.proc.pid!);
+  const home = mkdtempSync(join(tmpdir(), 'tether-stranger-'));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const id = await loadOrCreateIdentity(home, 'stranger');
+  /** Sends `headers` on streams of one pairing connection; tetherd's peak VmRSS meanwhile. */
+  const attack = async (headers: Buffer[]) => {
+    const conn = new Connection(await connectTls(id, p.device.devAddr, p.port), {
+      role: 'client',
+    });
+    const closed = new Promise<string>((resolve) => conn.on('close', (e) => resolve(String(e))));
+    let peak = rss(pid);
+    const sample = setInterval(() => {
+      peak = Math.max(peak, rss(pid));
+    }, 50);
+    for (const h of headers) {
+      try {
+        conn.openStream().write(h);
+      } catch {
+        break;
+      }
+    }
+    const why = await Promise.race([
+      closed,
+      new Promise<string>((r) => setTimeout(() => r('still open after 10 s'), 10_000)),
+    ]);
+    // Sampling goes on a moment after: what was received is decoded by now.
+    await new Promise((r) => setTimeout(r, 1000));
+    clearInterval(sample);
+    conn.close(0, 'done');
+    return { peak, why };
+  };
+  // The same path with a small header, for what a connection costs anyway (heap growth, GC).
+  const control = await attack([emptyArrays(100)]);
+  // Four stream headers of the largest size a message may have: 4 Mi empty arrays each.
+  const big = await attack(Array.from({ length: 4 }, () => emptyArrays(MAX_MESSAGE - 5)));
+  t.not(big.why, 'still open after 10 s', `the daemon closed the connection (${big.why})`);
+  const mib = (b: number) => Math.round(b / 2 ** 20);
+  t.comment(
+    `tetherd peak VmRSS: ${mib(control.peak)} MiB for a small header, ${mib(big.peak)} MiB for the flood`,
+  );
+  t.ok(big.peak - control.peak < 20 * 2 ** 20, 'the flood costs less than 20 MiB more');
+});
