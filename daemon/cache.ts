@@ -6,8 +6,8 @@
 // bound.
 // Daemons that share the state directory share the cache: each hands its runs its own hard
 // link of an entry (under its instance directory), so another daemon's eviction never takes a
-// file from under a run; the index is compacted, and files it does not list are removed, only
-// by a daemon that starts alone.
+// file from under a run; the index is compacted, and files it does not list (for ten minutes
+// at least) are removed, only by a daemon that starts alone.
 import { createHash } from 'node:crypto';
 import {
   appendFileSync,
@@ -20,6 +20,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -33,6 +34,8 @@ interface Entry {
 }
 
 const DEFAULT_LIMIT = 1024 * 1024 * 1024;
+/** An unlisted file younger than this may be another daemon's entry in the making. */
+const UNLISTED_GRACE_MS = 10 * 60_000;
 
 export interface CacheOptions {
   /** This daemon's directory for its links to entries; entries are handed out directly without. */
@@ -94,8 +97,14 @@ export class ContentCache {
     const lines = [...this.entries].map(([k, e]) => `+ ${k} ${e.sha} ${e.size}\n`);
     writeFileSync(`${this.indexPath}.tmp`, lines.join(''));
     renameSync(`${this.indexPath}.tmp`, this.indexPath);
-    for (const name of readdirSync(this.files))
-      if (!this.entries.has(decodeKey(name))) rmSync(join(this.files, name), { force: true });
+    // Only old ones: a daemon that started meanwhile may be writing or listing one right now.
+    const before = Date.now() - UNLISTED_GRACE_MS;
+    for (const name of readdirSync(this.files)) {
+      if (this.entries.has(decodeKey(name))) continue;
+      const file = join(this.files, name);
+      const st = statSync(file, { throwIfNoEntry: false });
+      if (st && st.mtimeMs < before) rmSync(file, { force: true });
+    }
   }
 
   /** Where an entry's bytes live on the device, shared by the daemons. */
@@ -178,7 +187,19 @@ export class ContentCache {
       closeSync(fd);
     }
     chmodSync(tmp, 0o555);
-    renameSync(tmp, path);
+    // This daemon's link first: a daemon tidying the cache beside it cannot take it away.
+    const own = this.links ? join(this.links, encodeKey(key)) : null;
+    if (own) {
+      rmSync(own, { force: true });
+      linkSync(tmp, own);
+      this.linked.add(encodeKey(key));
+    }
+    try {
+      renameSync(tmp, path);
+    } catch (e) {
+      // Tidied away meanwhile: the entry is this daemon's only (its link), not shared.
+      if (!own || (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
     const sha = createHash('sha256').update(data).digest('hex');
     const old = this.entries.get(key);
     if (old) this.total -= old.size;
@@ -187,7 +208,7 @@ export class ContentCache {
     this.total += data.length;
     appendFileSync(this.indexPath, `+ ${key} ${sha} ${data.length}\n`);
     this.evict(key);
-    return this.handOut(key);
+    return own ?? path;
   }
 
   private evict(keep: string): void {

@@ -56,6 +56,7 @@ export const ENOSYS_CALLS = [
   'pivot_root',
   'mount',
   'umount2',
+  'umount',
   'fanotify_mark',
   'uselib',
   'swapon',

@@ -1,6 +1,9 @@
 // The seccomp BPF filter a traced program runs under: per ABI (by AUDIT_ARCH), the syscalls
-// the tracer redirects return SECCOMP_RET_TRACE, the ones that could bypass the view and are not
-// handled fail with ENOSYS (libc then falls back), and everything else runs at full speed.
+// the tracer redirects return SECCOMP_RET_TRACE, the ones known to be safe to pass through are
+// allowed, and everything else fails with ENOSYS (libc then falls back): the calls that could
+// bypass the view and are not handled, and every number the ABI's table does not know (a
+// newer kernel's call may take a path). A binary search over ranges of numbers decides, so a
+// call costs about log2(ranges) comparisons, not one per listed call.
 
 const BPF_LD_W_ABS = 0x20;
 const BPF_JEQ_K = 0x15;
@@ -20,12 +23,17 @@ const ARCH = 4;
 export interface FilterAbi {
   auditArch: number;
   trace: readonly number[];
-  enosys: readonly number[];
-  /** Numbers at or above this fail with ENOSYS (x86_64's x32 calls set bit 30). */
-  limit?: number;
+  /** Numbers that run untouched; any number in none of the lists fails with ENOSYS. */
+  allow: readonly number[];
 }
 
 type Insn = [code: number, jt: number, jf: number, k: number];
+type Verdict = 'trace' | 'allow' | 'deny';
+const RET: Record<Verdict, number> = {
+  trace: RET_TRACE,
+  allow: RET_ALLOW,
+  deny: RET_ERRNO | ENOSYS,
+};
 
 /** struct sock_filter[] for the addon's spawn. */
 export function buildFilter(abis: readonly FilterAbi[]): Buffer {
@@ -41,7 +49,7 @@ export function buildFilter(abis: readonly FilterAbi[]): Buffer {
     blockStart += blocks[i]!.length;
   });
   // A foreign ABI (none this device runs) gets nothing through.
-  prog.push([BPF_RET_K, 0, 0, RET_ERRNO | ENOSYS]);
+  prog.push([BPF_RET_K, 0, 0, RET.deny]);
   for (const b of blocks) prog.push(...b);
   if (prog.length > 4096) throw new RangeError('seccomp filter: more than 4096 instructions');
   const buf = Buffer.alloc(prog.length * 8);
@@ -54,20 +62,56 @@ export function buildFilter(abis: readonly FilterAbi[]): Buffer {
   return buf;
 }
 
+/** Ranges of numbers with one verdict each, from 0 to 2^32, in order: [first number, verdict]. */
+export function ranges(abi: FilterAbi): [number, Verdict][] {
+  const verdict = new Map<number, Verdict>();
+  for (const nr of abi.allow) verdict.set(nr, 'allow');
+  // A traced call is traced even where a list also allows it.
+  for (const nr of abi.trace) verdict.set(nr, 'trace');
+  const out: [number, Verdict][] = [[0, 'deny']];
+  for (const nr of [...verdict.keys()].sort((a, b) => a - b)) {
+    const v = verdict.get(nr)!;
+    const last = out[out.length - 1]!;
+    if (last[1] !== v) {
+      if (last[0] === nr) last[1] = v;
+      else out.push([nr, v]);
+    }
+    // What follows a listed number is denied until the next one says otherwise.
+    if (!verdict.has(nr + 1)) out.push([nr + 1, 'deny']);
+  }
+  // Merge neighbours that ended up alike.
+  return out.filter((r, i) => i === 0 || out[i - 1]![1] !== r[1]);
+}
+
+/**
+ * Loads the number and searches the ranges: each inner node is `jge k` (true falls through to
+ * a long jump to the upper half, false skips it into the lower half), each leaf a return.
+ */
 function abiBlock(abi: FilterAbi): Insn[] {
   const b: Insn[] = [[BPF_LD_W_ABS, 0, 0, NR]];
-  if (abi.limit !== undefined) {
-    b.push([BPF_JGE_K, 0, 1, abi.limit]);
-    b.push([BPF_RET_K, 0, 0, RET_ERRNO | ENOSYS]);
-  }
-  for (const nr of new Set(abi.enosys)) {
-    b.push([BPF_JEQ_K, 0, 1, nr]);
-    b.push([BPF_RET_K, 0, 0, RET_ERRNO | ENOSYS]);
-  }
-  for (const nr of new Set(abi.trace)) {
-    b.push([BPF_JEQ_K, 0, 1, nr]);
-    b.push([BPF_RET_K, 0, 0, RET_TRACE]);
-  }
-  b.push([BPF_RET_K, 0, 0, RET_ALLOW]);
+  const emit = (rs: [number, Verdict][]): void => {
+    if (rs.length === 1) {
+      b.push([BPF_RET_K, 0, 0, RET[rs[0]![1]]]);
+      return;
+    }
+    const mid = rs.length >> 1;
+    b.push([BPF_JGE_K, 0, 1, rs[mid]![0]]);
+    const ja = b.length;
+    b.push([BPF_JA, 0, 0, 0]);
+    emit(rs.slice(0, mid));
+    b[ja]![3] = b.length - (ja + 1);
+    emit(rs.slice(mid));
+  };
+  emit(ranges(abi));
   return b;
+}
+
+/** What the filter decides for `nr` of `abi`, by the same ranges (for tests and traces). */
+export function verdictOf(abi: FilterAbi, nr: number): Verdict {
+  let v: Verdict = 'deny';
+  for (const [first, verdict] of ranges(abi)) {
+    if (nr < first) break;
+    v = verdict;
+  }
+  return v;
 }

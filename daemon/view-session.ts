@@ -4,6 +4,7 @@
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCH_ABIS, type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
+import { SYSCALLS } from '../arch/syscalls.ts';
 import type { Stream } from '../transport/stream.ts';
 import type { ViewSpec } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
@@ -13,7 +14,7 @@ import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import type { WaitEvent } from './ptrace.ts';
 import { ENOSYS_CALLS, Redirector } from './redirect.ts';
-import { buildFilter } from './seccomp.ts';
+import { buildFilter, type FilterAbi } from './seccomp.ts';
 import { type Proc, TRACE_OPTIONS, Tracer } from './tracer.ts';
 import { ViewClient, ViewError } from './view-client.ts';
 import type { ViewMemory } from './view-memory.ts';
@@ -52,19 +53,28 @@ export function deviceAbis(): ArchAbi[] {
   return [host];
 }
 
-/** x86_64's x32 calls share its AUDIT_ARCH and set bit 30; tether has no table for them. */
-const X32_BIT = 0x40000000;
+/**
+ * Each ABI's calls by what the filter does with them: the redirected ones are traced, every
+ * other call of its table runs but those that could reach files behind the view's back, and
+ * numbers the table lacks (x86_64's x32 calls, a newer kernel's) fail with ENOSYS.
+ */
+export function filterAbis(abis: readonly ArchAbi[]): FilterAbi[] {
+  const traced = new Set(Redirector.traced());
+  const refused = new Set<string>(ENOSYS_CALLS);
+  return abis.map((abi) => {
+    const names = Object.keys(SYSCALLS[abi.name].byName);
+    const numbers = (keep: (n: string) => boolean) =>
+      names.filter(keep).map((n) => abi.syscallNumber(n)!);
+    return {
+      auditArch: abi.auditArch,
+      trace: numbers((n) => traced.has(n)),
+      allow: numbers((n) => !traced.has(n) && !refused.has(n)),
+    };
+  });
+}
 
 export function filterFor(abis: readonly ArchAbi[]): Buffer {
-  const names = Redirector.traced();
-  return buildFilter(
-    abis.map((abi) => ({
-      auditArch: abi.auditArch,
-      trace: names.map((n) => abi.syscallNumber(n)).filter((n) => n !== undefined),
-      enosys: ENOSYS_CALLS.map((n) => abi.syscallNumber(n)).filter((n) => n !== undefined),
-      ...(abi.name === 'x86_64' ? { limit: X32_BIT } : {}),
-    })),
-  );
+  return buildFilter(filterAbis(abis));
 }
 
 export class ViewSession {

@@ -5,7 +5,7 @@
 # root and checks that everything builds and every program the tests start is there.
 # - the test device (test/lib/device.ts: iproute2, iptables, kmod for their modules), its delay
 #   line (scripts/delayline.c: libnetfilter-queue-dev), the OpenSSH baseline (test/lib/sshd.ts)
-# - the syscall-table check (the kernel headers of each ABI, test/unit/arch-syscalls) and the
+# - the syscall-table check (Debian 13's kernel headers, fetched below) and the
 #   struct and register layout check (each ABI's compiler, test/unit/arch-abi; i386 is gcc -m32,
 #   which compiles to assembly without gcc-multilib)
 # - what the view tests build and run through tether: musl-tools (a program whose loader and libc
@@ -92,6 +92,21 @@ APT::Architectures { "arm64"; "armhf"; };
 EOF
   trixie_apt update -qq
 }
+# Debian 13's linux-libc-dev (Linux 6.12, every architecture's uapi headers in one package),
+# unpacked for the syscall tables (arch/gen-syscalls.ts, test/unit/arch-syscalls.test.ts).
+KERNEL_HEADERS=$ARM_CACHE/linux-libc-dev-trixie
+fetch_kernel_headers() {
+  ver=$(APT_CONFIG=$TRIXIE_APT/apt.conf apt-cache show --no-all-versions linux-libc-dev |
+    awk '/^Version:/ { print $2; exit }')
+  [ -n "$ver" ] || return 1
+  [ "$(cat "$KERNEL_HEADERS/.source" 2>/dev/null)" = "linux-libc-dev $ver (Debian 13)" ] && return 0
+  rm -rf "$KERNEL_HEADERS" "$KERNEL_HEADERS.debs"
+  mkdir -p "$KERNEL_HEADERS.debs"
+  (cd "$KERNEL_HEADERS.debs" && trixie_apt download -qq "linux-libc-dev=$ver") || return 1
+  dpkg -x "$KERNEL_HEADERS.debs"/linux-libc-dev_*.deb "$KERNEL_HEADERS"
+  rm -rf "$KERNEL_HEADERS.debs"
+  echo "linux-libc-dev $ver (Debian 13)" >"$KERNEL_HEADERS/.source"
+}
 # Debian 13's packages install into /usr only: the sysroot gets the merged-/usr layout (/bin,
 # /sbin and /lib links into /usr, as in Debian 12 systems too), and Debian 12's files move there.
 usrmerge() {
@@ -146,6 +161,7 @@ if ! {
       musl-tools python3 bc make dpkg-dev &&
     fetch_hello &&
     setup_trixie_apt &&
+    fetch_kernel_headers &&
     fetch_arm arm64 arm64 linux-image-arm64 "busybox-static libc6 libstdc++6 libgcc-s1" &&
     fetch_arm armv7 armhf linux-image-armmp-lpae "busybox-static libc6 libstdc++6 libgcc-s1 libatomic1"
 } >"$log" 2>&1; then

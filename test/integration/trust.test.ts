@@ -1,6 +1,8 @@
 // The trust boundaries of ../shared/DESIGN.md §2, one regression test per finding of the
 // read-and-attack review (issue 15): a paired client never becomes root on the device.
-import { lstatSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+
+import { execFileSync } from 'node:child_process';
+import { lstatSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -98,4 +100,40 @@ t.test('a stranger cannot exhaust the daemon while pairing is open', async (t) =
     `tetherd peak VmRSS: ${mib(control.peak)} MiB for a small header, ${mib(big.peak)} MiB for the flood`,
   );
   t.ok(big.peak - control.peak < 20 * 2 ** 20, 'the flood costs less than 20 MiB more');
+});
+
+t.test('calls newer than 6.1 reach the view or fail, never the device behind it', async (t) => {
+  // fchmodat2 (452) is redirected now that the tables are 6.12's; 464 getxattrat, 467
+  // open_tree_attr and 468 file_getattr (6.13+) take paths and are unknown: ENOSYS.
+  const src = join(work, 'newcalls.c');
+  writeFileSync(
+    src,
+    `#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void show(const char *what, long r) {
+  printf("%s %s\\n", what, r == 0 ? "ok" : strerrorname_np(errno));
+}
+int main(void) {
+  show("fchmodat2", syscall(452, AT_FDCWD, "target", 0600, 0));
+  show("getxattrat", syscall(464, AT_FDCWD, "target", 0, "user.x", 0));
+  show("open_tree_attr", syscall(467, AT_FDCWD, "target", 0, 0, 0));
+  show("file_getattr", syscall(468, AT_FDCWD, "target", 0, 0, 0));
+  return 0;
+}
+`,
+  );
+  execFileSync('gcc', ['-static', '-o', join(work, 'newcalls'), src]);
+  writeFileSync(join(work, 'target'), 'x', { mode: 0o644 });
+  const r = await tether(d, ['run', '--view', '-C', work, './newcalls']);
+  t.equal(
+    r.stdout,
+    'fchmodat2 ok\ngetxattrat ENOSYS\nopen_tree_attr ENOSYS\nfile_getattr ENOSYS\n',
+    r.stderr,
+  );
+  t.equal(statSync(join(work, 'target')).mode & 0o777, 0o600, "fchmodat2 changed the host's file");
 });

@@ -1,6 +1,14 @@
 // The content cache shared by daemons on one state directory: what one daemon handed out stays
 // readable whatever the others evict, and only a daemon alone tidies the index and the files.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -42,12 +50,21 @@ t.test('only a daemon alone compacts the index and removes files it does not lis
   const d = dirs(t);
   const a = new ContentCache(d.cache, { links: d.a });
   a.put('1:1:1:0:0', Buffer.from('x'));
-  // A killed daemon's temporary file, and an entry whose index line a compaction lost.
-  writeFileSync(join(d.cache, 'files/3_3_1_0_0.tmp99'), 'y');
-  writeFileSync(join(d.cache, 'files/4_4_1_0_0'), 'z');
+  // A killed daemon's temporary file, and an entry whose index line a compaction lost, an
+  // hour ago; and one being written now by a daemon that started meanwhile.
+  const hourAgo = new Date(Date.now() - 3600_000);
+  for (const name of ['3_3_1_0_0.tmp99', '4_4_1_0_0']) {
+    writeFileSync(join(d.cache, 'files', name), 'y');
+    utimesSync(join(d.cache, 'files', name), hourAgo, hourAgo);
+  }
+  writeFileSync(join(d.cache, 'files/5_5_1_0_0.tmp98'), 'z');
   new ContentCache(d.cache, { links: d.b, shared: true });
-  t.equal(readdirSync(join(d.cache, 'files')).length, 3, 'shared: left alone');
+  t.equal(readdirSync(join(d.cache, 'files')).length, 4, 'shared: left alone');
   new ContentCache(d.cache, { links: d.b });
-  t.same(readdirSync(join(d.cache, 'files')), ['1_1_1_0_0'], 'alone: only listed entries stay');
+  t.same(
+    readdirSync(join(d.cache, 'files')).sort(),
+    ['1_1_1_0_0', '5_5_1_0_0.tmp98'],
+    'alone: listed entries and fresh ones stay',
+  );
   t.equal(readFileSync(join(d.cache, 'index'), 'utf8').split('\n').filter(Boolean).length, 1);
 });
