@@ -25,6 +25,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { runsOnlyDir } from './instance.ts';
 
 interface Entry {
   sha: string;
@@ -40,6 +41,8 @@ const UNLISTED_GRACE_MS = 10 * 60_000;
 export interface CacheOptions {
   /** This daemon's directory for its links to entries; entries are handed out directly without. */
   links?: string;
+  /** The run user's group, who may read the links (see runsOnlyDir); -1: the daemon's own. */
+  runGid?: number;
   /** Other daemons use the cache now: leave the index and unlisted files as they are. */
   shared?: boolean;
   /** Bytes kept before the least recently used entries go. */
@@ -67,9 +70,11 @@ export class ContentCache {
     this.indexPath = join(dir, 'index');
     this.limit = o.limit ?? DEFAULT_LIMIT;
     this.links = o.links ?? null;
-    mkdirSync(this.files, { recursive: true, mode: 0o755 });
-    chmodSync(dir, 0o755);
-    if (this.links) mkdirSync(this.links, { recursive: true, mode: 0o755 });
+    // Root's alone: host files' contents, 0600 ones too. Runs reach entries through the links.
+    mkdirSync(this.files, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    chmodSync(this.files, 0o700);
+    if (this.links) runsOnlyDir(this.links, o.runGid ?? -1);
     this.load(o.shared ?? false);
   }
 

@@ -16,6 +16,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { basename, join } from 'node:path';
+import { runsOnlyDir } from './instance.ts';
 
 export class ExecLinks {
   private readonly dir: string;
@@ -26,11 +27,14 @@ export class ExecLinks {
   private readonly names = new Map<string, string>();
   private next = 1;
 
-  /** `dir`: an exec-permitted directory of the daemon's own, emptied now. */
-  constructor(dir: string, shortBase = '/tmp') {
+  /**
+   * `dir`: an exec-permitted directory of the daemon's own, emptied now, that runs of group
+   * `runGid` may enter (runsOnlyDir: the programs are host files).
+   */
+  constructor(dir: string, runGid: number, shortBase = '/tmp') {
     this.dir = dir;
     rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    runsOnlyDir(dir, runGid);
     let short: string | null = null;
     try {
       // A fresh directory of ours (mkdtemp: nobody else can have planted links in it).

@@ -3,7 +3,15 @@
 // starts one per `tether run`, so `make -j` starts many), so a daemon removes only its own
 // directory, when it exits, and those of daemons provably gone: no process with that pid in
 // that pid namespace, or one started at another time (the pid was reused).
-import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 /** A process's identity over time: its pid namespace, pid and start time (clock ticks). */
@@ -41,6 +49,18 @@ function gone(name: string, pidns: string): boolean {
   return startTime(Number(m[2])) !== m[3];
 }
 
+/**
+ * Makes `path` a directory of the daemon's that runs may read and search and no one else may:
+ * root:GID 0750 for the run user's group `gid`, 0700 where the daemon is the run user (gid -1).
+ * Host files live below (cached contents, working copies, programs to run), 0600 ones too.
+ */
+export function runsOnlyDir(path: string, gid: number): void {
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  if (gid < 0) return chmodSync(path, 0o700);
+  chownSync(path, 0, gid);
+  chmodSync(path, 0o750);
+}
+
 export class Instance {
   /** This daemon's directory: exec-permitted, reachable by run users. */
   readonly dir: string;
@@ -59,7 +79,8 @@ export class Instance {
       else others++;
     }
     this.dir = join(live, nameOf(me));
-    mkdirSync(this.dir, { mode: 0o755 });
+    // Searchable: what a run uses is in subdirectories only runs may enter (runsOnlyDir).
+    mkdirSync(this.dir, { mode: 0o711 });
     this.others = others;
   }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // tetherd: the device daemon. Listens for mutually authenticated TLS
 // connections (or serves one connection on stdio) and runs programs for them.
-import { chmodSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, lstatSync, readFileSync, rmSync, statSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -19,12 +19,13 @@ import { PairingGate } from './admission.ts';
 import { ContentCache } from './cache.ts';
 import type { RunAs } from './exec.ts';
 import { ExecLinks } from './exec-links.ts';
-import { Instance } from './instance.ts';
+import { Instance, runsOnlyDir } from './instance.ts';
 import { createLogger, type Logger } from './log.ts';
 import { openPairing, pairingOpen } from './pairing.ts';
 import { serveConnection } from './server.ts';
 import { defaultStateDir, State } from './state.ts';
 import type { StatusSources } from './status.ts';
+import { VIEWER_HEADER, type ViewerSocket } from './status-viewer.ts';
 import { lookupUser } from './users.ts';
 import { hasSeccomp, type ViewEnv } from './view-session.ts';
 
@@ -83,16 +84,21 @@ function resolveRunAs(user: string | undefined): RunAs {
 }
 
 /** The content cache and run scratch space under the state directory, if tracing can work. */
-function makeViewEnv(stateDir: string, useSeccomp: boolean, log: Logger): ViewEnv | null {
+function makeViewEnv(
+  stateDir: string,
+  useSeccomp: boolean,
+  runGid: number,
+  log: Logger,
+): ViewEnv | null {
   try {
     // Run users reach the cache and their scratch through it; what is secret in it (the
     // identity, authorized clients) is 0600 itself, so search permission is enough.
     chmodSync(stateDir, (statSync(stateDir).mode & 0o777) | 0o111);
     const instance = new Instance(stateDir);
     const runsDir = join(instance.dir, 'runs');
-    mkdirSync(runsDir, { mode: 0o755 });
+    runsOnlyDir(runsDir, runGid);
     const status = readFileSync('/proc/self/status', 'latin1');
-    const links = new ExecLinks(join(instance.dir, 'exec'));
+    const links = new ExecLinks(join(instance.dir, 'exec'), runGid);
     process.once('exit', () => {
       links.close();
       instance.close();
@@ -100,8 +106,10 @@ function makeViewEnv(stateDir: string, useSeccomp: boolean, log: Logger): ViewEn
     return {
       cache: new ContentCache(join(stateDir, 'cache'), {
         links: join(instance.dir, 'cache'),
+        runGid,
         shared: instance.others > 0,
       }),
+      runGid,
       runsDir,
       seccomp: useSeccomp && hasSeccomp(status),
       links,
@@ -116,7 +124,7 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   const state = new State(o.state);
   const runAs = resolveRunAs(o.user);
   const id = await loadOrCreateIdentity(state.dir, `tetherd@${hostname()}`);
-  const viewEnv = makeViewEnv(state.dir, o.seccomp, log);
+  const viewEnv = makeViewEnv(state.dir, o.seccomp, runAs.gid, log);
   const activity = new Activity();
   const sources: StatusSources = {
     activity,
@@ -140,8 +148,9 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     idleTimeoutMs: o.idleTimeout * 1000,
     viewEnv,
     activity,
-    status: async (url: string): Promise<StatusReply> => {
-      const r = await (await statusApp()).inject({ method: 'GET', url });
+    status: async (url: string, viewer: string | null): Promise<StatusReply> => {
+      const headers = viewer === null ? {} : { [VIEWER_HEADER]: viewer };
+      const r = await (await statusApp()).inject({ method: 'GET', url, headers });
       return { status: r.statusCode, type: String(r.headers['content-type'] ?? ''), body: r.body };
     },
   };
@@ -189,7 +198,10 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
       // The status API, for paired clients only; anyone else gets nothing at all.
       if (client)
         statusApp().then(
-          (app) => app.server.emit('connection', socket),
+          (app) => {
+            (socket as ViewerSocket).tetherViewer = fp;
+            app.server.emit('connection', socket);
+          },
           (e: Error) => socket.destroy(e),
         );
       else {

@@ -24,8 +24,8 @@ export interface ServeOptions {
   /** What traced runs need; null where this device cannot trace (runs without a view only). */
   viewEnv: ViewEnv | null;
   activity: Activity;
-  /** Answers a GET of the status API. */
-  status: (path: string) => Promise<StatusReply>;
+  /** Answers a GET of the status API for `viewer` (a client's key; null: see everything). */
+  status: (path: string, viewer: string | null) => Promise<StatusReply>;
 }
 
 /** Credit a pairing connection gets, per stream and in all: a pair request is ~200 bytes. */
@@ -162,7 +162,7 @@ export function serveConnection(
         return;
       }
       case 'status': {
-        const reply = await opts.status(header.path);
+        const reply = await opts.status(header.path, peer.fingerprint);
         stream.end(encodeMessage(reply));
         stream.resume();
         return;

@@ -8,6 +8,7 @@ import pkg from '../package.json' with { type: 'json' };
 import type { Activity } from './activity.ts';
 import type { ContentCache } from './cache.ts';
 import type { Logger } from './log.ts';
+import { viewerOf } from './status-viewer.ts';
 
 export interface StatusSources {
   activity: Activity;
@@ -46,9 +47,10 @@ function info(src: StatusSources) {
   };
 }
 
-function sessions(activity: Activity) {
+function sessions(activity: Activity, viewer: string | null) {
   const runs = activity.listRuns();
-  return activity.listConnections().map((c) => ({
+  const mine = activity.listConnections().filter((c) => viewer === null || c.client === viewer);
+  return mine.map((c) => ({
     ...c,
     since: new Date(c.since).toISOString(),
     runs: runs.filter((r) => r.connection === c.id).map(({ connection: _, ...r }) => r),
@@ -132,7 +134,9 @@ export async function createStatusApp(src: StatusSources, log: Logger) {
   const register = metrics(src);
   app.get('/health', async () => ({ status: 'ok' }));
   app.get('/v1/info', async () => info(src));
-  app.get('/v1/sessions', async () => ({ sessions: sessions(src.activity) }));
+  app.get('/v1/sessions', async (req) => ({
+    sessions: sessions(src.activity, viewerOf(req.socket, req.headers)),
+  }));
   app.get('/metrics', async (_req, reply) => {
     reply.type(register.contentType);
     return register.metrics();

@@ -1,7 +1,7 @@
 // Starts one run's program under the tracer with the view applied: finds the program and the
 // working directory in the view, builds the seccomp filter for the device's ABIs, and wires
 // the tracer to the redirector.
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCH_ABIS, type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
 import { SYSCALLS } from '../arch/syscalls.ts';
@@ -10,6 +10,7 @@ import type { ViewSpec } from '../transport/view.ts';
 import type { ContentCache } from './cache.ts';
 import type { ExecLinks } from './exec-links.ts';
 import { deviceProgram } from './exec-view.ts';
+import { runsOnlyDir } from './instance.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import type { WaitEvent } from './ptrace.ts';
@@ -23,6 +24,8 @@ export interface ViewEnv {
   cache: ContentCache;
   /** Where per-run scratch directories go (on the device, exec-permitted). */
   runsDir: string;
+  /** The run user's group, who alone may enter a run's scratch (see runsOnlyDir). */
+  runGid: number;
   /** False where the kernel lacks seccomp filters: every syscall then stops (PTRACE_SYSCALL). */
   seccomp: boolean;
   links: ExecLinks;
@@ -92,11 +95,11 @@ export class ViewSession {
     log: Logger,
   ) {
     // Placeholders, working copies and FIFOs live here, made by the daemon and used by the
-    // program. The directory stays the daemon's (mkdtemp: 0700, then 0755): a run user who
+    // program. The directory stays the daemon's (root:RUNGROUP 0750): a run user who
     // could rename or replace its entries would have the daemon write, chown and read where
     // they point. Sockets the program binds go to a directory of its own (sock/).
     this.scratch = mkdtempSync(join(env.runsDir, 'run-'));
-    chmodSync(this.scratch, 0o755);
+    runsOnlyDir(this.scratch, env.runGid);
     mkdirSync(join(this.scratch, 'sock'), { mode: 0o700 });
     chownSync(join(this.scratch, 'sock'), owner.uid, owner.gid);
     this.log = log;

@@ -2,7 +2,7 @@
 // same answers over HTTPS on the daemon's port (ALPN) for a paired client's key
 // only, and on the unix socket in the state directory.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, copyFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -97,6 +97,43 @@ t.test(
     t.match(d.stderr(), /refused status request of an unknown client/);
   },
 );
+
+t.test("another paired client sees none of this client's runs; the unix socket all", async (t) => {
+  // A second client paired with the same device, with a home of its own.
+  const home = mkdtempSync(join(tmp, 'other-'));
+  const other = await loadOrCreateIdentity(home, 'other');
+  appendFileSync(join(d.stateDir, 'authorized_clients'), `${other.fingerprint} other\n`);
+  copyFileSync(join(d.home, 'config'), join(home, 'config'));
+  const otherEnv = { env: { ...d.env, TETHER_HOME: home } };
+  const running = tether(d, ['run', 'sleep', '30']);
+  const argvs = (json: string) =>
+    (JSON.parse(json).sessions as { runs: { argv: string[] }[] }[]).flatMap((s) =>
+      s.runs.map((r) => r.argv.join(' ')),
+    );
+  t.ok(
+    await until(
+      async () => argvs((await tether(d, ['status', '--json'])).stdout).length > 0,
+      15_000,
+    ),
+    'the run shows up to its own client',
+  );
+  const theirs = await tether(otherEnv, ['status', '--json']);
+  t.equal(theirs.code, 0, theirs.stderr);
+  t.same(argvs(theirs.stdout), [], 'not to the other one (status stream)');
+  const otherPem = join(home, 'identity.pem');
+  const https = await curl(['-k', '--cert', otherPem, url('/v1/sessions')]);
+  t.same(argvs(https.stdout), [], 'nor over HTTPS with its key');
+  const mine = await curl(['-k', '--cert', clientPem, url('/v1/sessions')]);
+  t.same(argvs(mine.stdout), ['sleep 30'], 'its own client sees it over HTTPS too');
+  const all = await curl([
+    '--unix-socket',
+    join(d.stateDir, 'status.sock'),
+    'http://d/v1/sessions',
+  ]);
+  t.same(argvs(all.stdout), ['sleep 30'], "the device's own socket sees every run");
+  running.child.kill('SIGTERM');
+  await running;
+});
 
 t.test('the unix socket in the state directory answers its owner', async (t) => {
   const sock = join(d.stateDir, 'status.sock');

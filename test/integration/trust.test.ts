@@ -1,8 +1,16 @@
 // The trust boundaries of ../shared/DESIGN.md §2, one regression test per finding of the
 // read-and-attack review (issue 15): a paired client never becomes root on the device.
 
-import { execFileSync } from 'node:child_process';
-import { lstatSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -32,7 +40,7 @@ t.test("a run user cannot swap the daemon's scratch for links to root's files", 
   t.equal(runs.length, 1, "run A's scratch");
   const scratch = runs[0]!;
   const st = statSync(scratch);
-  t.same([st.uid, st.mode & 0o777], [0, 0o755], "the scratch is the daemon's, not writable");
+  t.same([st.uid, st.mode & 0o777], [0, 0o750], "the scratch is the daemon's, not writable");
   const b = await tether(d, [
     'run',
     '--no-view',
@@ -136,4 +144,35 @@ int main(void) {
     r.stderr,
   );
   t.equal(statSync(join(work, 'target')).mode & 0o777, 0o600, "fchmodat2 changed the host's file");
+});
+
+t.test("host files the device holds are the runs' only, not other device users'", async (t) => {
+  writeFileSync(join(work, 'private.txt'), 'host secret\n', { mode: 0o600 });
+  const r = await tether(d, ['run', '--view', '-C', work, 'cat', 'private.txt']);
+  t.equal(r.stdout, 'host secret\n', r.stderr);
+  const files = join(d.stateDir, 'cache/files');
+  const entry = readdirSync(files).find((f) =>
+    readFileSync(join(files, f), 'utf8').includes('host secret'),
+  );
+  t.ok(entry, 'the content is cached');
+  const live = join(d.stateDir, 'live');
+  const instance = join(live, readdirSync(live)[0]!);
+  /** cat as another user of the device: uid 1 (daemon), or the run user nobody. */
+  const catAs = (uid: number, file: string) =>
+    spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', 'cat', file], {
+      encoding: 'utf8',
+    });
+  for (const file of [join(files, entry!), join(instance, 'cache', entry!)]) {
+    const other = catAs(1, file);
+    t.equal(other.stdout, '', `another user reads nothing of ${file.slice(d.stateDir.length)}`);
+    t.match(other.stderr, /Permission denied/);
+  }
+  for (const dir of ['cache', 'exec', 'runs'])
+    t.match(catAs(1, join(instance, dir, 'x')).stderr, /Permission denied/, `nor enters ${dir}/`);
+  const own = spawnSync(
+    'setpriv',
+    ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'cat', join(instance, 'cache', entry!)],
+    { encoding: 'utf8' },
+  );
+  t.equal(own.stdout, 'host secret\n', `the run user reads its link: ${own.stderr}`);
 });
