@@ -4,6 +4,7 @@
 // The hot ops (lookup, open, access, readlink) make synchronous host calls:
 // an open whose content the device already has costs 40 µs instead of 130.
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import {
   accessSync,
   type BigIntStats,
@@ -15,9 +16,11 @@ import {
   openSync,
   read,
   readlinkSync,
+  rmSync,
 } from 'node:fs';
 import {
   chmod,
+  type FileHandle,
   lchown,
   link,
   lstat,
@@ -31,6 +34,7 @@ import {
   symlink,
   unlink,
 } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -280,7 +284,9 @@ async function setTimes(host: string, atime: TimeSpec, mtime: TimeSpec): Promise
 function hostFlags(flags: readonly string[]): number {
   const write = flags.includes('write');
   let f = O_NOFOLLOW | (write ? (flags.includes('read') ? O_RDWR : O_WRONLY) : O_RDONLY);
-  if (flags.includes('trunc')) f |= O_TRUNC;
+  // A writer's O_TRUNC happens with its write-back (the device starts from an empty copy): until
+  // then the host file keeps its content, so a run that dies first leaves it as it was.
+  if (flags.includes('trunc') && !write) f |= O_TRUNC;
   if (flags.includes('append')) f |= O_APPEND;
   if (flags.includes('directory')) f |= O_DIRECTORY;
   return f;
@@ -295,8 +301,49 @@ interface Outcome {
 const done = (answer: Answer): Outcome => ({ answer, content: null });
 
 /** Answers view requests for one run from the host's files. */
+/** A write-back under way: the new file (null: in place), its final size, bytes written. */
+interface Replacement {
+  tmp: string | null;
+  fh: FileHandle;
+  size: number;
+  written: number;
+}
+
+/**
+ * New files of write-backs under way in this process: removed at exit too, as the CLI exits at
+ * once when its connection is lost.
+ */
+const unfinished = new Set<string>();
+process.once('exit', () => {
+  for (const f of unfinished) rmSync(f, { force: true });
+});
+
+/** Opens what a write-back of `host` (attributes `st`) writes to: a new file beside it, if it may. */
+async function startReplacement(host: string, st: BigIntStats, size: number): Promise<Replacement> {
+  if (st.nlink === 1n) {
+    const tmp = join(dirname(host), `.${basename(host)}.tether-${randomBytes(6).toString('hex')}`);
+    const fh = await open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    unfinished.add(tmp);
+    try {
+      await fh.chown(Number(st.uid), Number(st.gid));
+      await fh.chmod(Number(st.mode & 0o7777n));
+      return { tmp, fh, size, written: 0 };
+    } catch {
+      // Not ours to give away (a file of another user we may write): in place after all.
+      await fh.close();
+      await unlink(tmp);
+      unfinished.delete(tmp);
+    }
+  }
+  const fh = await open(host, O_WRONLY | O_NOFOLLOW);
+  await fh.truncate(size);
+  return { tmp: null, fh, size, written: 0 };
+}
+
 export class ViewServer {
   readonly table: ViewTable;
+  /** Write-backs under way, by host path. */
+  private readonly replacing = new Map<string, Replacement>();
 
   constructor(mounts: readonly Mount[]) {
     this.table = new ViewTable(mounts);
@@ -329,6 +376,15 @@ export class ViewServer {
    * failed stream rejects, with the stream destroyed.
    */
   async serve(stream: Duplex): Promise<void> {
+    try {
+      await this.serveRequests(stream);
+    } finally {
+      // The run is over or its link gone: write-backs cut short leave their files as they were.
+      for (const [host, r] of this.replacing) await this.abandon(host, r);
+    }
+  }
+
+  private async serveRequests(stream: Duplex): Promise<void> {
     let drain: Promise<void> | null = null;
     // One listener pair however many answers wait, so no listener limit is reached.
     const drained = () =>
@@ -568,35 +624,60 @@ export class ViewServer {
     }
   }
 
+  /**
+   * A piece of a write-back: the device sends a file's whole content in order, the first piece
+   * with its length as `truncate`. The pieces go to a new file beside the host file, renamed
+   * over it after the last one (with its mode and owner), so a write-back that stops half-way
+   * (a dropped link, a killed device) leaves the file as it was: never a torn one. A file with
+   * other hard links, or one whose owner this client cannot give the new file, is written in
+   * place instead (its inode is what other names and open fds share).
+   */
   private async write(req: Req<'write'>): Promise<Outcome> {
     const n = await this.writable(req.path, true);
     if (typeof n === 'string') return done({ ok: true, device: n });
     if (n.st.isDirectory()) throw new ViewError('EISDIR');
     if (!n.st.isFile()) throw new ViewError('EINVAL');
-    // In place: the file keeps its inode (hard links, open fds on the host), the host clock stamps it.
-    const fh = await open(n.host, O_WRONLY | O_NOFOLLOW);
-    try {
-      if (req.truncate !== null) await fh.truncate(req.truncate);
-      for (let off = 0; off < req.data.length; ) {
-        const { bytesWritten } = await fh.write(
-          req.data,
-          off,
-          req.data.length - off,
-          req.offset + off,
-        );
-        off += bytesWritten;
-      }
-      const st = await fh.stat({ bigint: true });
-      // The new key lets the device keep its copy as the cached content.
-      return done({
-        ok: true,
-        node: { where: 'host', path: n.path, st: viewStat(st) },
-        key: contentKey(st),
-        content: false,
-      });
-    } finally {
-      await fh.close();
+    let r = this.replacing.get(n.host);
+    if (req.truncate !== null) {
+      // A new write-back of the file: one that stopped before is dropped.
+      if (r) await this.abandon(n.host, r);
+      r = await startReplacement(n.host, n.st, req.truncate);
+      this.replacing.set(n.host, r);
+    } else if (!r || r.written !== req.offset) {
+      // A piece out of order: no write-back of this file is under way from that offset.
+      throw new ViewError('EINVAL');
     }
+    for (let off = 0; off < req.data.length; ) {
+      const at = req.offset + off;
+      const { bytesWritten } = await r.fh.write(req.data, off, req.data.length - off, at);
+      off += bytesWritten;
+    }
+    r.written = req.offset + req.data.length;
+    if (r.written < r.size) return done({ ok: true });
+    this.replacing.delete(n.host);
+    await r.fh.close();
+    if (r.tmp !== null) {
+      await rename(r.tmp, n.host);
+      unfinished.delete(r.tmp);
+    }
+    const st = await lstat(n.host, { bigint: true });
+    // The new key lets the device keep its copy as the cached content.
+    return done({
+      ok: true,
+      node: { where: 'host', path: n.path, st: viewStat(st) },
+      key: contentKey(st),
+      content: false,
+    });
+  }
+
+  /** Drops a write-back that will not be finished: its new file goes, the host file stays. */
+  private async abandon(host: string, r: Replacement): Promise<void> {
+    this.replacing.delete(host);
+    if (r.tmp !== null) {
+      rmSync(r.tmp, { force: true });
+      unfinished.delete(r.tmp);
+    }
+    await r.fh.close().catch(() => {});
   }
 
   private async access(req: Req<'access'>): Promise<Outcome> {

@@ -803,7 +803,7 @@ async function doOpenAsync(
       : res.content
         ? await res.content
         : null;
-    const copy = await r.work.open(node, content, r.run.cache, res.key);
+    const copy = await r.work.open(node, content, r.run.cache, res.key, names.includes('trunc'));
     const action = r.rewrite(s, [[pathIdx, copy]], extra);
     // creat(2) has no flags argument: it opens O_CREAT|O_WRONLY|O_TRUNC, fine for a copy.
     return action;

@@ -70,12 +70,17 @@ export class WorkingCopies {
     mkdirSync(dir, { recursive: true });
   }
 
-  /** The copy for host file `node`, made from `content` (or the cached key) the first time. */
+  /**
+   * The copy for host file `node`, made from `content` (or the cached key) the first time.
+   * `truncated`: an O_TRUNC open, which the host does with the write-back: written back at
+   * close even if nothing is written.
+   */
   async open(
     node: Extract<ViewNode, { where: 'host' }>,
     content: Buffer | null,
     cache: ContentCache,
     key: string,
+    truncated = false,
   ): Promise<string> {
     const have = this.byPath.get(node.path);
     if (have) {
@@ -94,7 +99,7 @@ export class WorkingCopies {
     const wd = native.inotifyAddWatch(this.inotify, file, IN_CLOSE_WRITE | IN_MODIFY);
     const copy: Copy = { path: node.path, file, wd, synced: '', detached: false, writers: 1 };
     // A new copy of a truncated or new file differs from the host only once written.
-    copy.synced = content || cached ? stamp(file) : '';
+    copy.synced = !truncated && (content || cached) ? stamp(file) : '';
     this.byPath.set(node.path, copy);
     this.byFile.set(file, copy);
     this.byWd.set(wd, copy);

@@ -13,13 +13,13 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Connection } from '../../transport/connection.ts';
 import { loadOrCreateIdentity } from '../../transport/identity.ts';
 import { MAX_MESSAGE } from '../../transport/messages.ts';
 import { connectTls } from '../../transport/tls.ts';
 import { writeVarint } from '../../transport/varint.ts';
-import { nodeOf, rss } from '../lib/procs.ts';
+import { nodeOf, rss, waitFor } from '../lib/procs.ts';
 import { startDaemon, tether } from '../lib/tetherd.ts';
 
 const d = await startDaemon({ extraArgs: ['--user', 'nobody'] });
@@ -176,3 +176,52 @@ t.test("host files the device holds are the runs' only, not other device users'"
   );
   t.equal(own.stdout, 'host secret\n', `the run user reads its link: ${own.stderr}`);
 });
+
+/**
+ * A run that writes 300 MB over a host file through a shell's `>` (O_TRUNC), its daemon
+ * killed when `when` says so; the host file must then be the old one or the new one whole.
+ */
+async function killDuringWrite(t: Test, when: (dir: string) => boolean): Promise<void> {
+  const k = await startDaemon();
+  t.teardown(() => k.stop());
+  const dir = mkdtempSync(join(work, 'torn-'));
+  const big = join(dir, 'big');
+  writeFileSync(big, 'the old content\n');
+  const size = 300_000_000;
+  // The copy is written on the device, then written back when tr closes it; sleep holds the run.
+  const script = `head -c ${size} /dev/zero | tr '\\0' a > big; sleep 60`;
+  const run = tether(k, ['run', '--view', '-C', dir, 'sh', '-c', script]);
+  const daemon = nodeOf(k.proc.pid!);
+  t.ok(await waitFor(() => when(dir), 60_000, 5), 'the moment came');
+  process.kill(daemon, 'SIGKILL');
+  const r = await run;
+  t.not(r.code, 0, `the run fails: ${r.stderr.trim()}`);
+  const st = statSync(big);
+  const whole =
+    readFileSync(big, 'utf8') === 'the old content\n' ||
+    (st.size === size && !readFileSync(big).includes(0));
+  t.ok(whole, `the host file is the old one or the new one whole (${st.size} bytes)`);
+  t.same(
+    readdirSync(dir).filter((n) => n !== 'big'),
+    [],
+    'no new file left beside it (the client dropped it)',
+  );
+}
+
+/** Bytes of the file `name` in `dir` (0 if none). */
+const sizeOf = (dir: string, name: string) =>
+  statSync(join(dir, name), { throwIfNoEntry: false })?.size ?? 0;
+
+t.test('a device killed while the program writes leaves the host file as it was', (t) => {
+  // The program's `>` opened it (O_TRUNC) and tr is writing the device's copy: the host has no
+  // byte of it yet (a write-back only starts when tr closes it, after about 2 s here).
+  const start = Date.now();
+  return killDuringWrite(t, () => Date.now() - start > 700);
+});
+
+t.test('a device killed in the middle of a write-back leaves the host file whole', (t) =>
+  killDuringWrite(t, (dir) => {
+    const tmp = readdirSync(dir).find((n) => n.startsWith('.big.tether-'));
+    return (tmp !== undefined && sizeOf(dir, tmp) > 1 << 20) || sizeOf(dir, 'big') > 1 << 20;
+  }),
+);

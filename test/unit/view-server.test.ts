@@ -6,6 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import {
   chmodSync,
   closeSync,
+  linkSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
@@ -388,9 +389,11 @@ t.test('open: content, chunks, have, creat/excl/trunc/directory/nofollow', async
 
   // A write-only open still gets the content (the device's working copy starts from it).
   t.equal(content(await read('/file', null, ['write'])).toString(), 'hello');
+  // A writer's O_TRUNC: no content (the device starts empty), and the host file keeps its own
+  // until the write-back replaces it.
   const trunc = await read('/file', null, ['write', 'trunc']);
-  t.match(trunc, [{ ok: true, content: false, node: { st: { size: 0 } } }]);
-  t.equal(readFileSync(join(f.sys, 'file'), 'utf8'), '');
+  t.match(trunc, [{ ok: true, content: false }]);
+  t.equal(readFileSync(join(f.sys, 'file'), 'utf8'), 'hello', 'truncated with the write-back');
 
   const made = await read('/dir/new', null, ['write', 'creat']);
   t.match(made, [{ ok: true, content: false, node: { path: '/dir/new', st: { size: 0 } } }]);
@@ -439,55 +442,89 @@ t.test('open: content, chunks, have, creat/excl/trunc/directory/nofollow', async
   );
 });
 
-t.test('write: in place, with truncate, host clock', async (t) => {
-  const f = fixture(t);
-  const s = f.server;
-  const file = join(f.sys, 'file');
-  const before = statSync(file, { bigint: true });
-  const t0 = BigInt(Date.now() - 1000) * 1_000_000n;
-  const w = (offset: number, data: string, truncate: number | null, path = '/file') =>
-    ask(s, { op: 'write', path, offset, data: Buffer.from(data), truncate });
-  const r = await w(3, 'LO, world', null);
-  const after = statSync(file, { bigint: true });
-  t.equal(readFileSync(file, 'utf8'), 'helLO, world');
-  t.equal(after.ino, before.ino, 'same inode');
-  t.ok(after.mtimeNs >= t0, 'mtime from the host clock');
-  t.match(r, { ok: true, key: contentKey(after), content: false, node: { path: '/file' } });
-  await w(0, 'J', 2);
-  t.equal(readFileSync(file, 'utf8'), 'Je');
-  await w(4, 'x', 0);
-  t.same(readFileSync(file), Buffer.from([0, 0, 0, 0, 0x78]), 'truncate first, then the data');
-  t.equal(
-    await errno(s, {
-      op: 'write',
-      path: '/dir',
-      offset: 0,
-      data: Buffer.from('x'),
-      truncate: null,
-    }),
-    'EISDIR',
-  );
-  t.equal(
-    await errno(s, {
-      op: 'write',
-      path: '/ro/file',
-      offset: 0,
-      data: Buffer.from('x'),
-      truncate: null,
-    }),
-    'EROFS',
-  );
-  t.equal(
-    await errno(s, {
-      op: 'write',
-      path: '/nope',
-      offset: 0,
-      data: Buffer.from('x'),
-      truncate: null,
-    }),
-    'ENOENT',
-  );
-});
+t.test(
+  'write-back: a new file renamed over the old after the last piece, host clock',
+  async (t) => {
+    const f = fixture(t);
+    const s = f.server;
+    const file = join(f.sys, 'file');
+    chmodSync(file, 0o640);
+    const before = statSync(file, { bigint: true });
+    const old = readFileSync(file, 'utf8');
+    const t0 = BigInt(Date.now() - 1000) * 1_000_000n;
+    const w = (offset: number, data: string, truncate: number | null, path = '/file') =>
+      ask(s, { op: 'write', path, offset, data: Buffer.from(data), truncate });
+    const siblings = () => readdirSync(f.sys).filter((n) => n.includes('.tether-'));
+    t.same(await w(0, 'new ', 9), { ok: true }, 'a first piece of two');
+    t.equal(readFileSync(file, 'utf8'), old, 'the host file is as it was until the last piece');
+    t.equal(siblings().length, 1, 'the new content goes to a file beside it');
+    t.equal(
+      await errno(s, {
+        op: 'write',
+        path: '/file',
+        offset: 7,
+        data: Buffer.from('x'),
+        truncate: null,
+      }),
+      'EINVAL',
+      'a piece out of order',
+    );
+    const r = await w(4, 'words', null);
+    const after = statSync(file, { bigint: true });
+    t.equal(readFileSync(file, 'utf8'), 'new words');
+    t.not(after.ino, before.ino, 'a new inode, renamed over');
+    t.same(
+      [after.mode & 0o7777n, after.uid, after.gid],
+      [0o640n, before.uid, before.gid],
+      'mode and owner kept',
+    );
+    t.ok(after.mtimeNs >= t0, 'mtime from the host clock');
+    t.match(r, { ok: true, key: contentKey(after), content: false, node: { path: '/file' } });
+    t.same(siblings(), [], 'nothing left beside it');
+    // A write-back that stops half-way is dropped when the next one of the file starts.
+    await w(0, 'torn', 100);
+    const whole = await w(0, 'whole', 5);
+    t.match(whole, { ok: true, key: contentKey(statSync(file, { bigint: true })) }, 'one piece');
+    t.equal(readFileSync(file, 'utf8'), 'whole');
+    t.same(siblings(), [], 'the abandoned piece is gone');
+    // Another name of the same inode: written in place, so both names see it.
+    linkSync(file, join(f.sys, 'other-name'));
+    const linked = statSync(file, { bigint: true });
+    await w(0, 'both', 4);
+    t.equal(statSync(file, { bigint: true }).ino, linked.ino, 'a hard-linked file keeps its inode');
+    t.equal(readFileSync(join(f.sys, 'other-name'), 'utf8'), 'both');
+    t.equal(
+      await errno(s, {
+        op: 'write',
+        path: '/dir',
+        offset: 0,
+        data: Buffer.from('x'),
+        truncate: null,
+      }),
+      'EISDIR',
+    );
+    t.equal(
+      await errno(s, {
+        op: 'write',
+        path: '/ro/file',
+        offset: 0,
+        data: Buffer.from('x'),
+        truncate: null,
+      }),
+      'EROFS',
+    );
+    t.equal(
+      await errno(s, {
+        op: 'write',
+        path: '/nope',
+        offset: 0,
+        data: Buffer.from('x'),
+        truncate: null,
+      }),
+      'ENOENT',
+    );
+  },
+);
 
 t.test('access, mkdir, mknod', async (t) => {
   const f = fixture(t);
