@@ -13,10 +13,11 @@ import {
   openSync,
   rmSync,
   symlinkSync,
+  writeFileSync,
   writeSync,
 } from 'node:fs';
 import { basename, join } from 'node:path';
-import { runsOnlyDir } from './instance.ts';
+import { runsOnlyDir, SHORT_DIR_FILE } from './instance.ts';
 
 export class ExecLinks {
   private readonly dir: string;
@@ -41,6 +42,8 @@ export class ExecLinks {
       short = mkdtempSync(join(shortBase, '.t'));
       // Every run user's kernel follows the loader links through it.
       chmodSync(short, 0o755);
+      // Where it is, for whoever removes this daemon's directory if it is killed (instance.ts).
+      writeFileSync(join(dir, SHORT_DIR_FILE), short);
     } catch {
       short = null;
     }

@@ -386,10 +386,17 @@ export class ExecSession {
     // The program is gone: the client may stop sending its input.
     for (const s of this.inputs) s.stopSending();
     for (const l of this.locals) l.destroy();
+    this.endView();
     if (!this.control.destroyed) {
       writeMessage(this.control, this.exitEvent);
       this.control.end();
     }
+  }
+
+  /** No more view requests: the client's view service then ends its side, and the stream closes. */
+  private endView(): void {
+    const v = this.viewStream;
+    if (v && !v.destroyed && !v.writableEnded) v.end();
   }
 
   private fail(code: string, message: string, exitCode: number): void {
@@ -398,6 +405,7 @@ export class ExecSession {
     clearTimeout(this.startTimer);
     this.log.info({ code, message }, 'exec failed');
     for (const s of this.fdStreams.values()) s.destroy();
+    this.endView();
     if (!this.control.destroyed) {
       writeMessage(this.control, { type: 'error', code, message, exitCode } satisfies ExecEvent);
       this.control.end();

@@ -6,6 +6,7 @@
 import {
   chmodSync,
   chownSync,
+  lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -61,6 +62,28 @@ export function runsOnlyDir(path: string, gid: number): void {
   chmodSync(path, 0o750);
 }
 
+/** The file in a daemon's exec directory naming its short directory of loader links. */
+export const SHORT_DIR_FILE = 'short-dir';
+
+/**
+ * Removes a dead daemon's directory and the short directory of loader links it made in /tmp
+ * (exec-links.ts), if that is still one of ours: a root-owned /tmp/.t* directory.
+ */
+function removeDead(dir: string): void {
+  let short = '';
+  try {
+    short = readFileSync(join(dir, 'exec', SHORT_DIR_FILE), 'utf8');
+  } catch {
+    // No loader links were made.
+  }
+  if (/^\/tmp\/\.t[\w]+$/.test(short)) {
+    const st = lstatSync(short, { throwIfNoEntry: false });
+    if (st?.isDirectory() && st.uid === process.getuid?.())
+      rmSync(short, { recursive: true, force: true });
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
 export class Instance {
   /** This daemon's directory: exec-permitted, reachable by run users. */
   readonly dir: string;
@@ -75,7 +98,7 @@ export class Instance {
     const me: Owner = { pidns, pid: process.pid, start: startTime(process.pid) ?? '0' };
     let others = 0;
     for (const name of readdirSync(live)) {
-      if (gone(name, pidns)) rmSync(join(live, name), { recursive: true, force: true });
+      if (gone(name, pidns)) removeDead(join(live, name));
       else others++;
     }
     this.dir = join(live, nameOf(me));

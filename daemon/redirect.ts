@@ -143,6 +143,12 @@ export class Redirector {
     mkdirSync(this.dirRoot, { recursive: true });
     this.work = new WorkingCopies(join(run.scratch, 'work'), run.client, run.owner, run.log);
     run.client.gate = () => this.work.inFlight;
+    // A write-back renames a new file over the host's: what was learned of the old one is stale
+    // (its inode number may come back as another file's).
+    this.work.onWrittenBack = (path) => {
+      this.recent.forget(path);
+      this.mem.haveKey.delete(path);
+    };
   }
 
   /** Syscall names to trap per ABI (those with a handler). */

@@ -270,6 +270,9 @@ export class WorkingCopies {
     });
   }
 
+  /** Called after a file's write-back: the host file is a new one (another inode, new times). */
+  onWrittenBack: (path: string) => void = () => {};
+
   private async writeBack(c: Copy): Promise<void> {
     if (c.detached) return;
     const now = stamp(c.file);
@@ -285,6 +288,7 @@ export class WorkingCopies {
         truncate: off === 0 ? data.length : null,
       });
     }
+    this.onWrittenBack(c.path);
   }
 
   close(): void {

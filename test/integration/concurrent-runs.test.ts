@@ -4,7 +4,7 @@
 // Each daemon keeps its exec links and run scratch to itself and removes only its own, and
 // those of daemons provably gone.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -65,8 +65,12 @@ t.test(
   async (t) => {
     await bystander('SIGKILL', 1000);
     t.equal(live().length, 1, 'SIGKILL leaves its directory');
+    // Its loader links' directory in /tmp too, named in its exec directory.
+    const short = readFileSync(join(state, 'live', live()[0]!, 'exec/short-dir'), 'utf8');
+    t.ok(existsSync(short), `and ${short}`);
     const r = await tether(client, ['run', '/bin/true']);
     t.equal(r.code, 0, r.stderr);
     t.same(live(), [], 'the next daemon removed it, and its own on exit');
+    t.notOk(existsSync(short), `${short} too`);
   },
 );

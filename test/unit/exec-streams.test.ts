@@ -8,15 +8,35 @@ import { duplexPair } from 'node:stream';
 import t from 'tap';
 import { TetherError } from '../../client/errors.ts';
 import { type RunIO, run } from '../../client/run.ts';
+import { viewMounts } from '../../client/view-config.ts';
 import { Activity } from '../../daemon/activity.ts';
+import { ContentCache } from '../../daemon/cache.ts';
+import { ExecLinks } from '../../daemon/exec-links.ts';
+import { Instance, runsOnlyDir } from '../../daemon/instance.ts';
 import { createLogger } from '../../daemon/log.ts';
 import { serveConnection } from '../../daemon/server.ts';
 import { State } from '../../daemon/state.ts';
+import type { ViewEnv } from '../../daemon/view-session.ts';
 import { Connection } from '../../transport/connection.ts';
 import { waitFor } from '../lib/procs.ts';
 
 const openStreams = (c: Connection) =>
   (c as unknown as { streams: Map<number, unknown> }).streams.size;
+
+/** What tetherd sets up for runs with a view (daemon/main.ts), in a state directory of ours. */
+function testViewEnv(): ViewEnv {
+  const state = mkdtempSync(join(tmpdir(), 'tetherd-state-'));
+  const instance = new Instance(state);
+  const runsDir = join(instance.dir, 'runs');
+  runsOnlyDir(runsDir, -1);
+  return {
+    cache: new ContentCache(join(state, 'cache'), { links: join(instance.dir, 'cache') }),
+    runsDir,
+    runGid: -1,
+    seccomp: true,
+    links: new ExecLinks(join(instance.dir, 'exec'), -1),
+  };
+}
 
 const io: RunIO = {
   endpoint: () => ({ keepOpen: false }),
@@ -36,7 +56,7 @@ t.test('failed and finished runs leave no stream open on either side', async (t)
       log: createLogger('silent', 'json'),
       deviceFingerprint: 'test',
       deviceName: 'test',
-      viewEnv: null,
+      viewEnv: testViewEnv(),
       activity: new Activity(),
       status: async () => ({ status: 404, type: 'text/plain', body: '' }),
     },
@@ -61,6 +81,11 @@ t.test('failed and finished runs leave no stream open on either side', async (t)
   }
   const ok = await run(client, { ...req, argv: ['sh', '-c', 'exit 4'] }, io);
   t.same(ok, { code: 4 });
+  // With the view: the daemon ends the view stream when the run is over, and the client's
+  // view service its side (it used to stay open, one per run, on an agent's connection).
+  const view = viewMounts({ name: 'test', setenv: [], binds: [] }, { binds: [] }, '/');
+  const viewed = await run(client, { ...req, argv: ['sh', '-c', 'exit 5'], view }, io);
+  t.same(viewed, { code: 5 });
   t.ok(
     await waitFor(() => openStreams(client) === 0 && openStreams(server) === 0, 5_000, 20),
     'no stream left open',
