@@ -7,13 +7,14 @@
 //     fingerprint SHA256:...
 //     idletimeout 60
 //     agent auto
+//     identityfile keys/arm.pem
 //   device local
 //     command tetherd --stdio --user me
 //
 // `tether pair` appends device blocks; people edit the rest by hand.
 import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 
 export function configDir(): string {
   if (process.env.TETHER_HOME) return process.env.TETHER_HOME;
@@ -37,6 +38,12 @@ export interface DeviceConfig {
   root?: string;
   /** Host directories shown at their own path, writable. */
   binds: string[];
+  /** Host paths never served to this device, beyond the built-in ones (view-config.ts). */
+  hide?: string[];
+  /** This device's own client key (`tether pair` makes one per device); the shared one if unset. */
+  identityFile?: string;
+  /** Which of the caller's variables a run gets (env-rules.ts), after the default rules. */
+  sendEnv?: string[];
 }
 
 export interface Config {
@@ -108,6 +115,16 @@ export function parseConfig(text: string, path: string, defaultPort: number): Co
         if (value !== 'yes' && value !== 'no') throw new ConfigError(`${where}: view is yes or no`);
         d.view = value;
         return;
+      case 'identityfile':
+        d.identityFile = value.startsWith('/') ? value : join(dirname(path), value);
+        return;
+      case 'sendenv':
+        d.sendEnv = [...(d.sendEnv ?? []), ...value.split(/\s+/)];
+        return;
+      case 'hide':
+        if (!value.startsWith('/')) throw new ConfigError(`${where}: hide needs an absolute path`);
+        d.hide = [...(d.hide ?? []), value];
+        return;
       case 'root':
       case 'bind':
         if (!value.startsWith('/'))
@@ -141,5 +158,6 @@ export function appendDevice(cfg: Config, d: DeviceConfig): void {
       `  address ${d.address.host.includes(':') ? `[${d.address.host}]` : d.address.host}:${d.address.port}`,
     );
   if (d.fingerprint) lines.push(`  fingerprint ${d.fingerprint}`);
+  if (d.identityFile) lines.push(`  identityfile ${relative(dirname(cfg.path), d.identityFile)}`);
   appendFileSync(cfg.path, `${lines.join('\n')}\n`, { mode: 0o600 });
 }

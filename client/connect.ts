@@ -9,7 +9,7 @@ import { isSea } from 'node:sea';
 import { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Connection } from '../transport/connection.ts';
-import { type Identity, loadOrCreateIdentity } from '../transport/identity.ts';
+import { type Identity, loadIdentity, loadOrCreateIdentity } from '../transport/identity.ts';
 import { Caps } from '../transport/protocol.ts';
 import { connectTls, peerFingerprint } from '../transport/tls.ts';
 import { type Config, configDir, type DeviceConfig } from './config.ts';
@@ -62,8 +62,22 @@ export function resolveDevice(cfg: Config, name: string | undefined): DeviceConf
   );
 }
 
-export function clientIdentity(): Promise<Identity> {
-  return loadOrCreateIdentity(configDir(), `tether@${userInfo().username}`);
+/** The key this client shows `d`: its own, made at pairing, or the shared one. */
+export function clientIdentity(d: DeviceConfig): Promise<Identity> {
+  if (!d.identityFile) return loadOrCreateIdentity(configDir(), `tether@${userInfo().username}`);
+  let id: Identity | null;
+  try {
+    id = loadIdentity(d.identityFile);
+  } catch (e) {
+    throw new TetherError(
+      `device ${d.name}: identityfile ${d.identityFile}: ${(e as Error).message}`,
+    );
+  }
+  if (!id)
+    throw new TetherError(
+      `device ${d.name}: identityfile ${d.identityFile} is missing: remove the device's block and pair again`,
+    );
+  return Promise.resolve(id);
 }
 
 function keyChanged(d: DeviceConfig, seen: string): TetherError {
@@ -98,7 +112,7 @@ export async function openLink(
     return { socket, fingerprint: null };
   }
   if (!d.address) throw new TetherError(`device ${d.name} has neither an address nor a command`);
-  const identity = id ?? (await clientIdentity());
+  const identity = id ?? (await clientIdentity(d));
   let socket: Awaited<ReturnType<typeof connectTls>>;
   try {
     socket = await connectTls(identity, d.address.host, d.address.port);

@@ -10,11 +10,12 @@ import tty from 'node:tty';
 import type { Connection } from '../transport/connection.ts';
 import { type FdMode, type FdSpec, FORWARDED_SIGNALS } from '../transport/protocol.ts';
 import type { DeviceConfig } from './config.ts';
+import { sendEnvFilter } from './env-rules.ts';
 import { TetherError } from './errors.ts';
 import { recvFds } from './native.ts';
 import { type Endpoint, type Outcome, run } from './run.ts';
 import { unblock } from './stdio.ts';
-import { viewMounts } from './view-config.ts';
+import { hiddenPaths, viewMounts } from './view-config.ts';
 
 const MAGIC = 'TLN1';
 const HEADER = 12;
@@ -188,7 +189,8 @@ async function serveLaunch(
   // The launcher died: end the run as a dropped connection would.
   const gone = new Promise<void>((resolve) => sock.once('close', () => resolve()));
   sock.resume();
-  const env = [...req.env, ...device.setenv];
+  const sent = sendEnvFilter(device.sendEnv);
+  const env = [...req.env.filter((e) => sent(e.split('=', 1)[0]!)), ...device.setenv];
   let result: Outcome | TetherError;
   try {
     result = await run(
@@ -203,6 +205,7 @@ async function serveLaunch(
         verbose: false,
         deviceName: device.name,
         view: viewMounts(device, { binds: [] }, req.cwd),
+        hide: hiddenPaths(device),
       },
       {
         localFd: (fd) => byFd.get(fd) ?? null,

@@ -8,13 +8,14 @@ import { connectAgent, serveAgent, startAgentProcess, stopAgent } from './agent.
 import { cliFds, cliIO, mirrorSignal, windowSize } from './cli-io.ts';
 import { type DeviceConfig, loadConfig } from './config.ts';
 import { connect, resolveDevice } from './connect.ts';
+import { sendEnvFilter } from './env-rules.ts';
 import { TetherError } from './errors.ts';
 import { pair } from './pair.ts';
 import { run } from './run.ts';
 import { status } from './status.ts';
 import { printLine, restoreBlocking } from './stdio.ts';
 // tether: the host CLI. Runs programs on a device as if they ran here.
-import { viewMounts } from './view-config.ts';
+import { hiddenPaths, viewMounts } from './view-config.ts';
 
 /**
  * Set by the launcher (bin/tether) to the fds it inherited, as "5:w,4:r":
@@ -64,13 +65,14 @@ async function deviceConnection(device: DeviceConfig, useAgent: boolean) {
   return connect(device);
 }
 
-function buildEnv(flags: RunFlags, deviceEnv: string[]): string[] {
+function buildEnv(flags: RunFlags, device: DeviceConfig): string[] {
   const env = new Map<string, string>();
   if (!flags.cleanEnv) {
+    const send = sendEnvFilter(device.sendEnv);
     for (const [k, v] of Object.entries(process.env))
-      if (v !== undefined && k !== INHERITED_ENV) env.set(k, v);
+      if (v !== undefined && k !== INHERITED_ENV && send(k)) env.set(k, v);
   }
-  for (const a of [...deviceEnv, ...flags.env]) {
+  for (const a of [...device.setenv, ...flags.env]) {
     const i = a.indexOf('=');
     if (i <= 0) throw new TetherError(`bad --env ${JSON.stringify(a)}: expected NAME=VALUE`);
     env.set(a.slice(0, i), a.slice(i + 1));
@@ -91,7 +93,7 @@ async function runCommand(argv: string[], flags: RunFlags): Promise<void> {
     conn,
     {
       argv,
-      env: buildEnv(flags, device.setenv),
+      env: buildEnv(flags, device),
       cwd,
       umask,
       tty: tty ? windowSize() : null,
@@ -99,6 +101,7 @@ async function runCommand(argv: string[], flags: RunFlags): Promise<void> {
       verbose: !!flags.verbose,
       deviceName: device.name,
       view: viewMounts(device, { view: flags.view, root: flags.root, binds: flags.bind }, cwd),
+      hide: hiddenPaths(device),
     },
     cliIO(tty),
   );

@@ -1,14 +1,30 @@
 // `tether pair NAME ADDRESS`: shows the device fingerprint, proves the
 // one-time code bound to both keys, checks the device's proof, pins it.
 import { timingSafeEqual } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Connection } from '../transport/connection.ts';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
+import { createIdentity, type Identity, saveIdentity } from '../transport/identity.ts';
 import { readHeader, writeMessage } from '../transport/messages.ts';
 import { Caps, pairProof, parsePairReply } from '../transport/protocol.ts';
-import { appendDevice, loadConfig, parseAddress } from './config.ts';
-import { clientIdentity, describeClose, openLink } from './connect.ts';
+import { appendDevice, configDir, loadConfig, parseAddress } from './config.ts';
+import { describeClose, openLink } from './connect.ts';
 import { TetherError } from './errors.ts';
+
+/** Stores a device's client key under keys/, never over another device's. */
+function keepKey(name: string, id: Identity): string {
+  const dir = join(configDir(), 'keys');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const base = name.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\./, '_');
+  for (let i = 1; ; i++) {
+    const path = join(dir, i === 1 ? `${base}.pem` : `${base}-${i}.pem`);
+    if (existsSync(path)) continue;
+    saveIdentity(path, id);
+    return path;
+  }
+}
 
 async function askCode(): Promise<string> {
   if (!process.stdin.isTTY)
@@ -34,7 +50,8 @@ export async function pair(
       `device ${name} is already in ${cfg.path}; remove its block to pair again`,
     );
   const addr = parseAddress(address, defaultPort);
-  const id = await clientIdentity();
+  // A key of its own for this device, kept only once paired: one stolen key opens one device.
+  const id = await createIdentity(`${clientName} for ${name}`);
   const { socket, fingerprint } = await openLink(
     { name, address: addr, setenv: [], binds: [] },
     id,
@@ -75,7 +92,15 @@ export async function pair(
     if (got.length !== want.length || !timingSafeEqual(got, want)) {
       throw new TetherError(`${name}: the device did not prove it knows the code: not pinning it`);
     }
-    appendDevice(cfg, { name, address: addr, fingerprint: fingerprint!, setenv: [], binds: [] });
+    const identityFile = keepKey(name, id);
+    appendDevice(cfg, {
+      name,
+      address: addr,
+      fingerprint: fingerprint!,
+      identityFile,
+      setenv: [],
+      binds: [],
+    });
     process.stderr.write(`paired with ${reply.name}; saved as device ${name} in ${cfg.path}\n`);
   } finally {
     conn.close();

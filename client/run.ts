@@ -57,6 +57,8 @@ export interface RunRequest {
   deviceName: string;
   /** The view's mounts, or null to run on the device's own files. */
   view: Mount[] | null;
+  /** Host paths the view never serves (view-config.ts hiddenPaths). */
+  hide: string[];
 }
 
 /** How the run ended, for the caller to mirror. */
@@ -140,7 +142,7 @@ export async function run(conn: Connection, req: RunRequest, io: RunIO): Promise
     const s = conn.openStream();
     writeMessage(s, { kind: 'view', exec: exec.id });
     // A broken view stream ends the run on the device (its file calls fail); nothing to add here.
-    new ViewServer(req.view).serve(s).catch(() => {});
+    new ViewServer(req.view, req.hide).serve(s).catch(() => {});
   }
 
   const send = (c: ExecControl) => {

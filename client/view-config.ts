@@ -1,11 +1,13 @@
 // The mount table of a run: the host directory shown as `/` (read-only: a sysroot, or the host's
-// own root), the user's writable trees at their own paths (home, the working directory,
-// configured binds), and the device's own /dev, /proc, /sys and /tmp.
+// own root), the writable trees at their own paths (the working directory, configured and
+// --bind ones; not $HOME), and the device's own /dev, /proc, /sys and /tmp; and the host paths
+// never served whatever the mounts say (tether's own keys, ssh's and gpg's, configured ones).
 import { createHash } from 'node:crypto';
+import { realpathSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { ViewSpec } from '../transport/view.ts';
-import type { DeviceConfig } from './config.ts';
+import { configDir, type DeviceConfig } from './config.ts';
 import type { Mount } from './view-resolve.ts';
 
 export const DEVICE_MOUNTS = ['/dev', '/proc', '/sys', '/tmp'] as const;
@@ -25,13 +27,34 @@ export function viewMounts(device: DeviceConfig, choice: ViewChoice, cwd: string
   const mounts: Mount[] = [{ path: '/', host: root, readonly: true }];
   for (const p of DEVICE_MOUNTS) mounts.push({ path: p, device: true });
   const binds = [...device.binds, ...choice.binds];
-  // Without a sysroot the host's tree is the view: the user's own places are writable.
-  if (root === '/') binds.push(homedir(), cwd);
+  // Without a sysroot the host's tree is the view: the working directory's tree is writable
+  // (the project a build works in), the rest of the host, $HOME included, read-only.
+  if (root === '/') binds.push(cwd);
   for (const b of binds.map((p) => resolve(p))) {
     if (b === '/' || mounts.some((m) => m.path === b)) continue;
     mounts.push({ path: b, host: b, readonly: false });
   }
   return mounts;
+}
+
+/**
+ * Host paths a run never sees, whatever its mounts (EACCES, as for a directory it may not
+ * enter): tether's own configuration (its keys), ~/.ssh and ~/.gnupg, and the device's `hide`
+ * lines. Each also under its real path, which is what the host's symlinks lead to.
+ */
+export function hiddenPaths(device: DeviceConfig): string[] {
+  const home = homedir();
+  const listed = [configDir(), join(home, '.ssh'), join(home, '.gnupg'), ...(device.hide ?? [])];
+  const out = new Set<string>();
+  for (const p of listed.map((x) => resolve(x))) {
+    out.add(p);
+    try {
+      out.add(realpathSync(p));
+    } catch {
+      // Not there (yet): its own path is enough.
+    }
+  }
+  return [...out];
 }
 
 /**

@@ -151,7 +151,11 @@ export class ViewTable {
   private readonly children = new Map<string, Set<string>>();
   private readonly born: [number, number];
 
-  constructor(mounts: readonly Mount[]) {
+  /** Host paths never served (view-config.ts hiddenPaths): EACCES at them and below. */
+  private readonly hidden: readonly string[];
+
+  constructor(mounts: readonly Mount[], hidden: readonly string[] = []) {
+    this.hidden = hidden;
     const seen = new Set<string>();
     const list: Mount[] = mounts.map((m) => {
       const path = normalise(m.path);
@@ -256,6 +260,9 @@ export class ViewTable {
     const m = this.mountOf(path);
     if ('device' in m) return { where: 'device', path };
     const host = hostPath(m, path);
+    if (this.hidden.some((h) => host === h || host.startsWith(`${h}/`))) {
+      throw new ViewError('EACCES');
+    }
     // A mount's root is the exported directory itself: the host's own symlinks lead to it.
     const glue = this.anchors.has(path) && path !== m.path;
     try {

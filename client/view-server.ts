@@ -292,6 +292,15 @@ function hostFlags(flags: readonly string[]): number {
   return f;
 }
 
+/**
+ * A read-only mount (the host's own root, a sysroot) serves the contents of what everybody on
+ * the host may read, not what only the client's user may: a client run as root does not hand
+ * the device /etc/shadow or another user's 0600 files. Writable trees are the user's own.
+ */
+function othersMayRead(n: HostNode): boolean {
+  return !n.mount.readonly || (n.st.mode & 0o004n) !== 0n;
+}
+
 /** What an op yields besides its reply: an open file whose content follows. */
 interface Outcome {
   answer: Answer;
@@ -345,8 +354,8 @@ export class ViewServer {
   /** Write-backs under way, by host path. */
   private readonly replacing = new Map<string, Replacement>();
 
-  constructor(mounts: readonly Mount[]) {
-    this.table = new ViewTable(mounts);
+  constructor(mounts: readonly Mount[], hidden: readonly string[] = []) {
+    this.table = new ViewTable(mounts, hidden);
   }
 
   /**
@@ -489,6 +498,7 @@ export class ViewServer {
   private async readdir(req: Req<'readdir'>): Promise<Outcome> {
     const n = await this.table.resolve(req.path, { follow: true });
     if (n.where === 'device') return done({ ok: true, device: n.path });
+    if (n.where === 'host' && !othersMayRead(n)) throw new ViewError('EACCES');
     const anchors = this.table.anchorsIn(n.path);
     const entries = n.where === 'glue' ? [] : await listHost(n, anchors);
     // Mount points show in their directory even where the host has no such name.
@@ -536,6 +546,7 @@ export class ViewServer {
     }
     if (n.st.isDirectory() && write) throw new ViewError('EISDIR');
     if (n.mount.readonly && n.st.isFile() && (write || trunc)) throw new ViewError('EROFS');
+    if (!othersMayRead(n)) throw new ViewError('EACCES');
     if (!n.st.isFile() && !n.st.isDirectory()) {
       // Fifos, sockets and devices are never opened on the host (a fifo would block, a device
       // is the host's own): permission is all the host can vouch for.

@@ -2,7 +2,7 @@
 // certificate, pinned by the peer through the SHA-256 fingerprint of the
 // certificate (as OpenSSH pins host keys), never through a CA.
 import { createHash, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
-import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface Identity {
@@ -57,7 +57,26 @@ function split(pem: string): { key: string; cert: string } | null {
   return key && cert ? { key, cert } : null;
 }
 
-function load(path: string): Identity | null {
+/** A new identity, in memory: the caller decides where (and whether) it is kept. */
+export async function createIdentity(commonName: string): Promise<Identity> {
+  const parts = await generate(commonName);
+  return { ...parts, fingerprint: fingerprintOfPem(parts.cert) };
+}
+
+/** Writes `id` to `path` (0600) in one step: a reader sees the old file or the new one. */
+export function saveIdentity(path: string, id: Identity): void {
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(tmp, id.key + id.cert, { mode: 0o600 });
+  try {
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** The identity kept at `path`, or null when there is none. */
+export function loadIdentity(path: string): Identity | null {
   let pem: string;
   try {
     pem = readFileSync(path, 'utf8');
@@ -78,7 +97,7 @@ function load(path: string): Identity | null {
  */
 export async function loadOrCreateIdentity(dir: string, commonName: string): Promise<Identity> {
   const path = join(dir, 'identity.pem');
-  const existing = load(path);
+  const existing = loadIdentity(path);
   if (existing) return existing;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const { key, cert } = await generate(commonName);
@@ -91,5 +110,5 @@ export async function loadOrCreateIdentity(dir: string, commonName: string): Pro
   } finally {
     rmSync(tmp, { force: true });
   }
-  return load(path)!;
+  return loadIdentity(path)!;
 }

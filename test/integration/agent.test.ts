@@ -1,5 +1,12 @@
 // Runs through the per-device agent: one TLS connection serves many runs.
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { agentPaths } from '../../client/agent.ts';
@@ -39,11 +46,14 @@ t.test('agent: runs share one connection and behave as direct runs', async (t) =
     Array.from({ length: 8 }, (_, i) => `${i}\n`),
   );
   // Options send the run through the Node CLI and the agent's bridge: its view stream too.
+  // (Not in the client's own directory: the view never serves that one.)
+  const work = mkdtempSync('/var/tmp/tether-agent-');
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
   for (let i = 0; i < 2; i++) {
     const viaNode = await tether(d, [
       'run',
       '-C',
-      d.home,
+      work,
       '-e',
       `N=${i}`,
       'sh',

@@ -9,6 +9,7 @@ import {
   mkdtempSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +18,7 @@ import t, { type Test } from 'tap';
 import { fingerprintOf, fingerprintOfPem, loadOrCreateIdentity } from '../../transport/identity.ts';
 import type { Device } from '../lib/device.ts';
 import { waitFor } from '../lib/procs.ts';
-import { ROOT, startDaemon, TETHERD, type TestDaemon, tether } from '../lib/tetherd.ts';
+import { ROOT, startDaemon, TETHERD, tether } from '../lib/tetherd.ts';
 
 const [paired, stranger] = await Promise.all([startDaemon(), startDaemon({ unpaired: true })]);
 const tmp = mkdtempSync(join(tmpdir(), 'tether-auth-'));
@@ -38,7 +39,7 @@ function freshHome(config?: string): { home: string; env: NodeJS.ProcessEnv } {
 }
 
 /** A copy of a daemon's paired client home, with its config passed through `edit`. */
-function copyHome(d: TestDaemon, edit: (config: string) => string) {
+function copyHome(d: { home: string }, edit: (config: string) => string) {
   const h = freshHome();
   cpSync(d.home, h.home, { recursive: true });
   const path = join(h.home, 'config');
@@ -46,8 +47,15 @@ function copyHome(d: TestDaemon, edit: (config: string) => string) {
   return h;
 }
 
-function clientFp(home: string): string {
-  return fingerprintOfPem(readFileSync(join(home, 'identity.pem'), 'utf8'));
+/** The key a client home shows: the shared one, or the one it was given for `device` at pairing. */
+function clientFp(home: string, device?: string): string {
+  const file = device ? join('keys', `${device}.pem`) : 'identity.pem';
+  return fingerprintOfPem(readFileSync(join(home, file), 'utf8'));
+}
+
+/** The client keys a daemon accepts. */
+function authorizedKeys(stateDir: string): string[] {
+  return authorized(stateDir).match(/SHA256:\S+/g) ?? [];
 }
 
 function authorized(stateDir: string): string {
@@ -234,7 +242,7 @@ t.test('pairing end to end', async (t) => {
   t.equal(wrong.code, 255);
   t.match(wrong.stderr, /\ntether: box: .*wrong pairing code\n$/, 'a wrong code says so');
   t.notMatch(configOf(a.home), /device box/, 'nothing pinned');
-  t.notMatch(authorized(o.stateDir), clientFp(a.home), 'nothing authorized');
+  t.same(authorizedKeys(o.stateDir), [], 'nothing authorized');
 
   const r = await tether(a, ['pair', 'box', o.addr, '--code', code]);
   t.equal(r.code, 0, r.stderr);
@@ -245,7 +253,9 @@ t.test('pairing end to end', async (t) => {
       `device box\\n\\s+address ${o.addr}\\n\\s+fingerprint ${o.fingerprint.replace(/[+/]/g, '\\$&')}\\n`,
     ),
   );
-  t.match(authorized(o.stateDir), clientFp(a.home), 'the daemon holds the client key');
+  t.match(configOf(a.home), /\n\s+identityfile keys\/box\.pem\n/, 'a key of its own for box');
+  t.equal(statSync(join(a.home, 'keys/box.pem')).mode & 0o777, 0o600);
+  t.same(authorizedKeys(o.stateDir), [clientFp(a.home, 'box')], 'the daemon holds that key');
 
   const run = await tether(a, ['run', '-d', 'box', 'sh', '-c', 'echo ok']);
   t.equal(run.code, 0, run.stderr);
@@ -255,8 +265,22 @@ t.test('pairing end to end', async (t) => {
   const b = freshHome();
   const again = await tether(b, ['pair', 'box', o.addr, '--code', code]);
   t.equal(again.code, 255, 'a used code pairs no second client');
-  t.notMatch(authorized(o.stateDir), clientFp(b.home));
+  t.same(authorizedKeys(o.stateDir), [clientFp(a.home, 'box')], 'still only the first');
   t.notMatch(configOf(b.home), /device box/);
+
+  // One stolen key opens one device: a second device paired from the same home gets another.
+  const o2 = await ownDaemon(stranger.device, stranger.port + 4, ['--pair']);
+  const r2 = await tether(a, ['pair', 'box2', o2.addr, '--code', o2.code!]);
+  t.equal(r2.code, 0, r2.stderr);
+  const k1 = clientFp(a.home, 'box');
+  const k2 = clientFp(a.home, 'box2');
+  t.not(k1, k2, 'two devices, two client keys');
+  t.same(authorizedKeys(o2.stateDir), [k2], 'the second device holds only its own');
+  const swapped = copyHome(a, (c) => c.replace('keys/box2.pem', 'keys/box.pem'));
+  const stolen = await tether(swapped, ['run', '-d', 'box2', 'sh', '-c', 'echo ran']);
+  t.equal(stolen.code, 255, "box's key does not open box2");
+  oneLine(t, stolen.stderr, /^tether: .*not authorized/);
+  t.equal(stolen.stdout, '');
 });
 
 t.test('five wrong codes burn the code', async (t) => {
@@ -274,7 +298,7 @@ t.test('five wrong codes burn the code', async (t) => {
   });
   const r = await tether(c, ['pair', 'box', o.addr, '--code', o.code!]);
   t.equal(r.code, 255, 'the right code is refused now');
-  t.notMatch(authorized(o.stateDir), clientFp(c.home), 'not authorized');
+  t.same(authorizedKeys(o.stateDir), [], 'not authorized');
   t.notMatch(configOf(c.home), /device box/, 'not pinned');
 });
 
@@ -316,7 +340,7 @@ t.test('`tetherd pair --state DIR` opens pairing for a running daemon', async (t
   const h = freshHome();
   const r = await tether(h, ['pair', 'box', o.addr, '--code', code ?? '']);
   t.equal(r.code, 0, r.stderr);
-  t.match(authorized(o.stateDir), clientFp(h.home));
+  t.same(authorizedKeys(o.stateDir), [clientFp(h.home, 'box')]);
 });
 
 t.test('bad input is one line and exit 255', async (t) => {

@@ -6,7 +6,7 @@
 // view root, and a directory in the device's own /tmp. The emulated arm64 device runs the
 // same check (test/integration/release.test.ts).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -51,6 +51,8 @@ t.test('a host directory bound writable', async (t) => {
 
 t.test('a host directory under the read-only view root', async (t) => {
   const base = mkdtempSync('/var/tmp/tether-paths-ro-');
+  // The read-only root serves what every host user may read: not mkdtemp's 0700.
+  chmodSync(base, 0o755);
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
   const host = hostFile(join(work, 'path-probe'));
   const made = spawnSync('sh', [

@@ -4,6 +4,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import {
   lstatSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -225,3 +226,40 @@ t.test('a device killed in the middle of a write-back leaves the host file whole
     return (tmp !== undefined && sizeOf(dir, tmp) > 1 << 20) || sizeOf(dir, 'big') > 1 << 20;
   }),
 );
+
+t.test("the default view: the host's secrets are not served, $HOME is not writable", async (t) => {
+  // A home of the test's own, with what a user keeps there.
+  const home = mkdtempSync('/var/tmp/tether-home-');
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  mkdirSync(join(home, '.ssh'));
+  writeFileSync(join(home, '.ssh/id_ed25519'), 'PRIVATE KEY\n', { mode: 0o600 });
+  writeFileSync(join(home, '.bashrc'), '# mine\n');
+  const env = { env: { ...d.env, HOME: home } };
+  const tryRead = (path: string) =>
+    tether(d, ['run', '--view', '-C', work, 'cat', path], env).then((r) => r.stdout + r.stderr);
+  t.match(await tryRead(join(home, '.ssh/id_ed25519')), /Permission denied/, '~/.ssh');
+  t.match(await tryRead(join(d.home, 'identity.pem')), /Permission denied/, "tether's own key");
+  t.match(await tryRead('/etc/shadow'), /Permission denied/, '/etc/shadow (a root client too)');
+  const append = await tether(
+    d,
+    ['run', '--view', '-C', work, 'sh', '-c', `echo evil >> '${home}/.bashrc'`],
+    env,
+  );
+  t.match(append.stderr, /Read-only file system/, '~/.bashrc');
+  t.equal(readFileSync(join(home, '.bashrc'), 'utf8'), '# mine\n', 'unchanged');
+  // The working directory's tree is the run's, and world-readable host files are served.
+  const ok = await tether(
+    d,
+    ['run', '--view', '-C', work, 'sh', '-c', 'echo mine > out.txt; head -c 4 /etc/passwd'],
+    env,
+  );
+  t.equal(ok.stdout, 'root', ok.stderr);
+  t.equal(readFileSync(join(work, 'out.txt'), 'utf8'), 'mine\n');
+  // Credentials in the environment stay on the host unless given on purpose.
+  const secretEnv = { env: { ...env.env, GITHUB_TOKEN: 'gh-secret', BUILD_ID: '7' } };
+  const seen = await tether(d, ['run', '-e', 'GIVEN_TOKEN=on-purpose', 'env'], secretEnv);
+  t.equal(seen.code, 0, seen.stderr);
+  t.notMatch(seen.stdout, /gh-secret/, 'GITHUB_TOKEN is not sent');
+  t.match(seen.stdout, /^BUILD_ID=7$/m, 'the rest of the environment is');
+  t.match(seen.stdout, /^GIVEN_TOKEN=on-purpose$/m, '-e always is');
+});

@@ -72,6 +72,7 @@ t.test('failed and finished runs leave no stream open on either side', async (t)
     verbose: false,
     deviceName: 'test',
     view: null,
+    hide: [],
   };
   for (let i = 0; i < 3; i++) {
     const err = await run(client, { ...req, argv: ['no-such-program-here'] }, io).catch(

@@ -892,3 +892,25 @@ t.test('serve: a malformed request destroys the stream', async (t) => {
   t.ok(e instanceof TransportError && e.code === ErrorCode.MESSAGE_ERROR, String(e));
   t.ok(host.destroyed);
 });
+
+t.test(
+  'never served: hidden host paths; on read-only mounts, what others may not read',
+  async (t) => {
+    const f = fixture(t);
+    mkdirSync(join(f.sys, 'keys/deeper'), { recursive: true });
+    writeFileSync(join(f.sys, 'keys/id'), 'KEY');
+    writeFileSync(join(f.ro, 'private'), 'mine only', { mode: 0o600 });
+    mkdirSync(join(f.ro, 'closed'), { mode: 0o700 });
+    writeFileSync(join(f.proj, 'private'), 'the user’s own', { mode: 0o600 });
+    const s = new ViewServer(f.mounts, [join(f.sys, 'keys')]);
+    const open = (path: string) =>
+      errno(s, { op: 'open', path, flags: ['read'], mode: 0, have: null });
+    t.equal(await open('/keys/id'), 'EACCES', 'a hidden file');
+    t.equal(await errno(s, { op: 'lookup', path: '/keys/deeper', follow: true }), 'EACCES');
+    t.equal(await errno(s, { op: 'readdir', path: '/keys' }), 'EACCES', 'a hidden directory');
+    t.equal(await open('/ro/private'), 'EACCES', 'a 0600 file of a read-only mount');
+    t.equal(await errno(s, { op: 'readdir', path: '/ro/closed' }), 'EACCES', 'a 0700 directory');
+    t.equal(await open('/ro/file'), 'ok', 'a world-readable one');
+    t.equal(await open('/work/proj/private'), 'ok', 'a writable tree serves its own 0600 files');
+  },
+);
