@@ -1,6 +1,5 @@
-// `tether pair NAME ADDRESS`: shows the device fingerprint, proves the
-// one-time code bound to both keys, checks the device's proof, pins it.
-import { timingSafeEqual } from 'node:crypto';
+// `tether pair NAME ADDRESS`: shows the device fingerprint, proves the one-time code with the
+// device through a PAKE bound to both keys (transport/pake.ts), pins the device, keeps the key.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
@@ -8,7 +7,8 @@ import { Connection } from '../transport/connection.ts';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { createIdentity, type Identity, saveIdentity } from '../transport/identity.ts';
 import { readHeader, writeMessage } from '../transport/messages.ts';
-import { Caps, pairProof, parsePairReply } from '../transport/protocol.ts';
+import { clientFinish, clientStart } from '../transport/pake.ts';
+import { Caps, type PairFinish, parsePairReply, parsePairResult } from '../transport/protocol.ts';
 import { appendDevice, configDir, loadConfig, parseAddress } from './config.ts';
 import { describeClose, openLink } from './connect.ts';
 import { TetherError } from './errors.ts';
@@ -74,24 +74,29 @@ export async function pair(
       process.stderr.write(`this client is already authorized on ${name}\n`);
     }
     const theCode = code ?? (await askCode());
+    const ids = { clientFp: id.fingerprint, deviceFp: fingerprint! };
+    const pake = await clientStart(theCode);
     const s = conn.openStream();
-    writeMessage(s, {
-      kind: 'pair',
-      name: clientName,
-      proof: pairProof(theCode, 'client', id.fingerprint, fingerprint!),
-    });
-    s.end();
-    const reply = parsePairReply(
-      await readHeader(s).catch((e: Error) => {
-        throw new TetherError(`${name}: pairing failed: ${describeClose(conn.closeError ?? e)}`);
-      }),
-    );
+    writeMessage(s, { kind: 'pair', name: clientName, ke1: pake.ke1 });
+    const failed = (e: Error) => {
+      throw new TetherError(`${name}: pairing failed: ${describeClose(conn.closeError ?? e)}`);
+    };
+    const reply = parsePairReply(await readHeader(s).catch(failed));
     if (!reply.ok) throw new TetherError(`${name}: pairing refused: ${reply.error}`);
-    const want = pairProof(theCode, 'device', id.fingerprint, fingerprint!);
-    const got = Buffer.from(reply.proof);
-    if (got.length !== want.length || !timingSafeEqual(got, want)) {
-      throw new TetherError(`${name}: the device did not prove it knows the code: not pinning it`);
+    const ke3 = await clientFinish(theCode, pake.state, reply.ke2, ids);
+    if (ke3 === null) {
+      // A wrong code, or a machine in between (its key is not the device's): the device,
+      // if it is one, says which it saw; nothing is pinned either way.
+      s.end();
+      const verdict = await readHeader(s).then(parsePairResult, () => null);
+      const why =
+        verdict && !verdict.ok ? verdict.error : 'the device did not prove it knows the code';
+      throw new TetherError(`${name}: pairing refused: ${why}`);
     }
+    writeMessage(s, { ke3 } satisfies PairFinish);
+    s.end();
+    const result = parsePairResult(await readHeader(s).catch(failed));
+    if (!result.ok) throw new TetherError(`${name}: pairing refused: ${result.error}`);
     const identityFile = keepKey(name, id);
     appendDevice(cfg, {
       name,

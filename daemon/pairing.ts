@@ -1,9 +1,10 @@
 // One-time pairing codes. The code lives in the state directory (mode 0600:
-// the daemon needs it in clear to check HMAC proofs), so
+// the daemon needs it in clear for the PAKE, transport/pake.ts), so
 // `tetherd pair` on the device can open pairing for a daemon already running.
-import { randomInt, timingSafeEqual } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { pairProof } from '../transport/protocol.ts';
+import { deviceFinish, deviceStart, type PakeIds } from '../transport/pake.ts';
+import type { PairResult } from '../transport/protocol.ts';
 import type { State } from './state.ts';
 
 const ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789';
@@ -49,29 +50,38 @@ export function pairingOpen(state: State): boolean {
   return p !== null && p.expires > Date.now() && p.attempts < MAX_ATTEMPTS;
 }
 
-export type PairResult = { ok: true; proof: Buffer } | { ok: false; error: string };
+/** An attempt under way: the answer to the client's start, and the check of its finish. */
+export interface PairingAttempt {
+  ke2: string;
+  finish(ke3: string | null): Promise<PairResult>;
+}
+
+const NOT_OPEN = 'pairing is not open on the device (run `tetherd pair` there)';
 
 /**
- * Checks a client's proof. Success consumes the code; failures count, and
- * the code dies after MAX_ATTEMPTS so it cannot be guessed online.
+ * Starts an attempt with the client's PAKE start. Every attempt counts, won or not, and the
+ * code dies after MAX_ATTEMPTS, so it cannot be guessed online; a won attempt consumes it.
  */
-export function checkPairing(
+export async function startPairing(
   state: State,
-  proof: Uint8Array,
-  clientFp: string,
-  deviceFp: string,
-): PairResult {
+  ke1: string,
+  ids: PakeIds,
+): Promise<PairingAttempt | { error: string }> {
   const p = read(state);
-  if (!p || p.expires <= Date.now() || p.attempts >= MAX_ATTEMPTS) {
-    return { ok: false, error: 'pairing is not open on the device (run `tetherd pair` there)' };
-  }
-  const want = pairProof(p.code, 'client', clientFp, deviceFp);
-  const given = Buffer.from(proof);
-  const match = given.length === want.length && timingSafeEqual(given, want);
-  if (!match) {
-    write(state, { ...p, attempts: p.attempts + 1 });
-    return { ok: false, error: 'wrong pairing code' };
-  }
-  rmSync(state.pairingPath, { force: true });
-  return { ok: true, proof: pairProof(p.code, 'device', clientFp, deviceFp) };
+  if (!p || p.expires <= Date.now() || p.attempts >= MAX_ATTEMPTS) return { error: NOT_OPEN };
+  write(state, { ...p, attempts: p.attempts + 1 });
+  const pake = await deviceStart(p.code, ke1, ids);
+  return {
+    ke2: pake.ke2,
+    async finish(ke3) {
+      if (ke3 === null || !(await deviceFinish(pake.state, ke3, ids)))
+        return { ok: false, error: 'wrong pairing code' };
+      // Another attempt may have won meanwhile, or `tetherd pair` made a new code.
+      const now = read(state);
+      if (!now || now.code !== p.code || now.expires <= Date.now())
+        return { ok: false, error: NOT_OPEN };
+      rmSync(state.pairingPath, { force: true });
+      return { ok: true };
+    },
+  };
 }

@@ -4,12 +4,20 @@ import type { Duplex } from 'node:stream';
 import { Connection } from '../transport/connection.ts';
 import { ErrorCode, TransportError } from '../transport/errors.ts';
 import { encodeMessage, readHeader } from '../transport/messages.ts';
-import { Caps, type PairReply, parseHeader, type StatusReply } from '../transport/protocol.ts';
+import {
+  Caps,
+  type PairReply,
+  type PairRequest,
+  type PairResult,
+  parseHeader,
+  parsePairFinish,
+  type StatusReply,
+} from '../transport/protocol.ts';
 import type { Stream } from '../transport/stream.ts';
 import type { Activity } from './activity.ts';
 import { ExecSession, type RunAs } from './exec.ts';
 import type { Logger } from './log.ts';
-import { checkPairing } from './pairing.ts';
+import { startPairing } from './pairing.ts';
 import type { State } from './state.ts';
 import { ViewMemories } from './view-memory.ts';
 import type { ViewEnv } from './view-session.ts';
@@ -89,6 +97,43 @@ export function serveConnection(
     });
   });
 
+  /** A stranger's `pair` stream: the PAKE's three messages, then the verdict. */
+  async function pair(stream: Stream, req: PairRequest, fingerprint: string): Promise<void> {
+    const ids = { clientFp: fingerprint, deviceFp: opts.deviceFingerprint };
+    const refuse = (error: string) => {
+      log.warn({ client: req.name, err: error }, 'pairing refused');
+      stream.end(encodeMessage({ ok: false, error } satisfies PairResult));
+      stream.resume();
+    };
+    let attempt: Awaited<ReturnType<typeof startPairing>>;
+    try {
+      attempt = await startPairing(opts.state, req.ke1, ids);
+    } catch (e) {
+      const err = new TransportError(
+        ErrorCode.MESSAGE_ERROR,
+        `bad pairing start: ${(e as Error).message}`,
+      );
+      stream.destroy(err);
+      conn.close(err.code, err.message);
+      return;
+    }
+    if ('error' in attempt) return refuse(attempt.error);
+    stream.write(
+      encodeMessage({ ok: true, name: opts.deviceName, ke2: attempt.ke2 } satisfies PairReply),
+    );
+    // No finish (a stream ended or broken instead): the client found the answer wrong.
+    const ke3 = await readHeader(stream, PAIR_HEADER_MAX).then(
+      (m) => parsePairFinish(m).ke3,
+      () => null,
+    );
+    const r = await attempt.finish(ke3);
+    if (!r.ok) return refuse(r.error);
+    opts.state.authorize(fingerprint, req.name);
+    log.info({ client: req.name }, 'paired');
+    stream.end(encodeMessage(r satisfies PairResult));
+    stream.resume();
+  }
+
   async function handle(stream: Stream): Promise<void> {
     let header: ReturnType<typeof parseHeader>;
     try {
@@ -108,18 +153,7 @@ export function serveConnection(
         conn.close(ErrorCode.UNAUTHORIZED, 'client key is not authorized on this device');
         return;
       }
-      const r = checkPairing(opts.state, header.proof, peer.fingerprint, opts.deviceFingerprint);
-      let reply: PairReply;
-      if (r.ok) {
-        opts.state.authorize(peer.fingerprint, header.name);
-        log.info({ client: header.name }, 'paired');
-        reply = { ok: true, name: opts.deviceName, proof: r.proof };
-      } else {
-        log.warn({ client: header.name, err: r.error }, 'pairing refused');
-        reply = { ok: false, error: r.error };
-      }
-      stream.end(encodeMessage(reply));
-      stream.resume();
+      await pair(stream, header, peer.fingerprint);
       return;
     }
     switch (header.kind) {

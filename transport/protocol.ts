@@ -1,6 +1,5 @@
 // The application messages that daemon/ and client/ exchange, with
 // validators for what arrives from the peer. Field meanings: docs/protocol.md.
-import { createHmac } from 'node:crypto';
 import { ErrorCode, TransportError } from './errors.ts';
 import { parseViewSpec, type ViewSpec } from './view.ts';
 
@@ -63,11 +62,16 @@ export interface ViewOpen {
   exec: number;
 }
 
-/** First message of a `pair` stream. */
+/** First message of a `pair` stream: the client's name and its PAKE start (pake.ts). */
 export interface PairRequest {
   kind: 'pair';
   name: string;
-  proof: Uint8Array;
+  ke1: string;
+}
+
+/** The client's second message on a `pair` stream: its PAKE finish. */
+export interface PairFinish {
+  ke3: string;
 }
 
 /** First message of a `status` stream: a GET of the status API (`/v1/info`, ...). */
@@ -97,9 +101,11 @@ export type ExecEvent =
   | { type: 'exit'; code: number | null; signal: string | null; core: boolean }
   | { type: 'error'; code: string; message: string; exitCode: number };
 
-export type PairReply =
-  | { ok: true; name: string; proof: Uint8Array }
-  | { ok: false; error: string };
+/** The device's answer to a PairRequest: its name and PAKE answer, or why not. */
+export type PairReply = { ok: true; name: string; ke2: string } | { ok: false; error: string };
+
+/** The device's last word on a `pair` stream: the client's key is authorized, or why not. */
+export type PairResult = { ok: true } | { ok: false; error: string };
 
 /** Signals a client may forward; the names travel, not the numbers, which differ by ABI. */
 export const FORWARDED_SIGNALS = [
@@ -210,9 +216,9 @@ export function parseHeader(x: unknown): Header {
       if (!isUint(x.exec)) throw bad('bad view header');
       return { kind: 'view', exec: x.exec };
     case 'pair':
-      if (!isStr(x.name) || x.name.length > 256 || !(x.proof instanceof Uint8Array))
+      if (!isStr(x.name) || x.name.length > 256 || !isPakeMessage(x.ke1))
         throw bad('bad pair request');
-      return { kind: 'pair', name: x.name, proof: x.proof };
+      return { kind: 'pair', name: x.name, ke1: x.ke1 };
     case 'status':
       if (!isStr(x.path) || !x.path.startsWith('/') || x.path.length > 256 || !noNul(x.path))
         throw bad('bad status request');
@@ -268,30 +274,30 @@ export function parseExecEvent(x: unknown): ExecEvent {
   throw bad(`bad exec event ${show(x.type)}`);
 }
 
+/** OPAQUE's messages travel as they come, base64url text of a few hundred bytes. */
+function isPakeMessage(x: unknown): x is string {
+  return isStr(x) && x.length <= 1024 && /^[A-Za-z0-9_-]*$/.test(x);
+}
+
 export function parsePairReply(x: unknown): PairReply {
-  if (isObj(x) && x.ok === true && isStr(x.name) && x.proof instanceof Uint8Array)
-    return { ok: true, name: x.name, proof: x.proof };
+  if (isObj(x) && x.ok === true && isStr(x.name) && isPakeMessage(x.ke2))
+    return { ok: true, name: x.name, ke2: x.ke2 };
   if (isObj(x) && x.ok === false && isStr(x.error)) return { ok: false, error: x.error };
   throw bad('bad pair reply');
+}
+
+export function parsePairFinish(x: unknown): PairFinish {
+  if (isObj(x) && isPakeMessage(x.ke3)) return { ke3: x.ke3 };
+  throw bad('bad pair finish');
+}
+
+export function parsePairResult(x: unknown): PairResult {
+  if (isObj(x) && x.ok === true) return { ok: true };
+  if (isObj(x) && x.ok === false && isStr(x.error)) return { ok: false, error: x.error };
+  throw bad('bad pair result');
 }
 
 /** Pairing codes are shown as XXXXX-XXXXX; case, spaces and dashes don't matter. */
 export function normalizePairCode(code: string): string {
   return code.toUpperCase().replace(/[\s-]/g, '');
-}
-
-/**
- * Each side proves it knows the one-time code, bound to both certificate
- * fingerprints as seen on this TLS connection: a man in the middle, who
- * sees other fingerprints, cannot relay a proof.
- */
-export function pairProof(
-  code: string,
-  role: 'client' | 'device',
-  clientFp: string,
-  deviceFp: string,
-): Buffer {
-  return createHmac('sha256', normalizePairCode(code))
-    .update(`tether-pair-${role}\0${clientFp}\0${deviceFp}`)
-    .digest();
 }

@@ -12,10 +12,12 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { fingerprintOf, fingerprintOfPem, loadOrCreateIdentity } from '../../transport/identity.ts';
+import { connectTls, createTlsServer } from '../../transport/tls.ts';
 import type { Device } from '../lib/device.ts';
 import { waitFor } from '../lib/procs.ts';
 import { ROOT, startDaemon, TETHERD, tether } from '../lib/tetherd.ts';
@@ -283,15 +285,55 @@ t.test('pairing end to end', async (t) => {
   t.equal(stolen.stdout, '');
 });
 
+t.test(
+  'a relay in between (its own TLS key) pairs nothing, even with the right code',
+  async (t) => {
+    const o = await ownDaemon(stranger.device, stranger.port + 5, ['--pair']);
+    const relayId = await loadOrCreateIdentity(mkdtempSync(join(tmp, 'relay-')), 'relay');
+    const [host, port] = o.addr.split(':') as [string, string];
+    const relay = createTlsServer(relayId);
+    relay.on('secureConnection', (down) => {
+      connectTls(relayId, host, Number(port)).then(
+        (up) => {
+          down.pipe(up).pipe(down);
+          up.on('error', () => down.destroy());
+          down.on('error', () => up.destroy());
+        },
+        () => down.destroy(),
+      );
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    t.teardown(() => relay.close());
+    const relayAddr = `127.0.0.1:${(relay.address() as AddressInfo).port}`;
+    const h = freshHome();
+    const r = await tether(h, ['pair', 'box', relayAddr, '--code', o.code!]);
+    t.equal(r.code, 255, 'refused');
+    t.match(
+      r.stderr,
+      `key fingerprint is ${relayId.fingerprint}`,
+      "the client saw the relay's key",
+    );
+    oneLine(
+      t,
+      r.stderr.split('\n').slice(1).join('\n'),
+      /^tether: box: pairing refused: wrong pairing code\n$/,
+    );
+    t.same(authorizedKeys(o.stateDir), [], 'the device authorized nobody');
+    t.notMatch(configOf(h.home), /device box/, 'the client pinned nothing');
+    // It cost one attempt of five: the user, connected directly, pairs.
+    const direct = await tether(h, ['pair', 'box', o.addr, '--code', o.code!]);
+    t.equal(direct.code, 0, direct.stderr);
+    t.same(authorizedKeys(o.stateDir), [clientFp(h.home, 'box')]);
+  },
+);
+
 t.test('five wrong codes burn the code', async (t) => {
   const o = await ownDaemon(stranger.device, stranger.port + 2, ['--pair']);
   const c = freshHome();
-  // Made first, so that the five runs below do not race to create it.
-  await loadOrCreateIdentity(c.home, 'tether@test');
-  // All at once: each is counted, as one daemon checks them one by one.
-  const wrong = await Promise.all(
-    [1, 2, 3, 4, 5].map((i) => tether(c, ['pair', 'box', o.addr, '--code', `WRONG-CODE${i}`])),
-  );
+  // Four at once (the daemon serves no more pairing connections at a time), then one:
+  // attempts under way together are each counted.
+  const attempt = (i: number) => tether(c, ['pair', 'box', o.addr, '--code', `WRONG-CODE${i}`]);
+  const wrong = [...(await Promise.all([1, 2, 3, 4].map(attempt))), await attempt(5)];
   wrong.forEach((r, i) => {
     t.equal(r.code, 255);
     t.match(r.stderr, /wrong pairing code/, `wrong code ${i + 1} refused`);

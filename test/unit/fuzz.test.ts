@@ -291,7 +291,7 @@ function validHeader(r: Rng): Record<string, unknown> {
     case 1:
       return { kind: 'fd', exec: r.int(8) * 2, fd: r.int(4) };
     default:
-      return { kind: 'pair', name: 'host', proof: new Uint8Array(32) };
+      return { kind: 'pair', name: 'host', ke1: 'AbC-_9' };
   }
 }
 
@@ -832,10 +832,12 @@ function checkParsed(kind: string, v: unknown): string | null {
         ? null
         : 'accepted an invalid fd header';
     if (o.kind === 'pair')
-      return keys(['kind', 'name', 'proof']) &&
+      return keys(['kind', 'name', 'ke1']) &&
         typeof o.name === 'string' &&
         o.name.length <= 256 &&
-        o.proof instanceof Uint8Array
+        typeof o.ke1 === 'string' &&
+        o.ke1.length <= 1024 &&
+        /^[A-Za-z0-9_-]*$/.test(o.ke1)
         ? null
         : 'accepted an invalid pair header';
     return `accepted kind ${String(o.kind)}`;
@@ -1074,7 +1076,7 @@ function daemonSession(r: Rng): Buffer[] {
   ];
   const extras = [
     () => msg(0, validControl(r)),
-    () => msg(8, { kind: 'pair', name: 'x', proof: new Uint8Array(32) }, true),
+    () => msg(8, { kind: 'pair', name: 'x', ke1: 'AbC-_9' }, true),
     () => msg(10, mutateValue(r, validHeader(r)), r.chance(0.5)),
     () => encodeFrame({ type: FrameType.PING, opaque: r.bytes(8) }),
     () => encodeFrame({ type: FrameType.MAX_DATA, max: r.int(2 ** 30) }),
