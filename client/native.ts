@@ -1,6 +1,7 @@
-// Loader of the client's addon (client/native/recvfds.c), built by npm ci or carried by the
-// single executable.
+// Loader of the client's addon (client/native/: receiving fds, openat2), built by npm ci or
+// carried by the single executable.
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 export interface Received {
@@ -12,11 +13,12 @@ export interface Received {
 
 interface Addon {
   recvFds(fd: number, maxBytes: number): Received | null;
+  openBeneath(dirfd: number, path: string, flags: number, mode: number): number;
 }
 
 // Same depth from client/ (sources) and dist/ (bundle).
 let addonPath = () =>
-  fileURLToPath(new URL(`../build/${process.arch}/recvfds.node`, import.meta.url));
+  fileURLToPath(new URL(`../build/${process.arch}/tether-client.node`, import.meta.url));
 
 let addon: Addon | null = null;
 
@@ -25,8 +27,26 @@ export function useAddon(path: () => string): void {
   addonPath = path;
 }
 
+function load(): Addon {
+  addon ??= createRequire(import.meta.url)(addonPath()) as Addon;
+  return addon;
+}
+
 /** Bytes and fds waiting on a unix socket: null if nothing is there yet, empty data at EOF. */
 export function recvFds(fd: number, maxBytes: number): Received | null {
-  addon ??= createRequire(import.meta.url)(addonPath()) as Addon;
-  return addon.recvFds(fd, maxBytes);
+  return load().recvFds(fd, maxBytes);
+}
+
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([k, v]) => [v, k]));
+
+/**
+ * openat2(dirfd, path, flags, mode) with RESOLVE_BENEATH and no symlinks on the way (the last
+ * component too, unless O_PATH|O_NOFOLLOW): the new fd, or an error whose `code` is the errno
+ * name (ENOSYS before Linux 5.6).
+ */
+export function openBeneath(dirfd: number, path: string, flags: number, mode = 0): number {
+  const r = load().openBeneath(dirfd, path, flags, mode);
+  if (r >= 0) return r;
+  const code = ERRNO_NAMES.get(-r) ?? 'EIO';
+  throw Object.assign(new Error(`openat2 ${path}: ${code}`), { code, errno: r });
 }

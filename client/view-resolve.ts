@@ -4,11 +4,24 @@
 // no answer can name a host file outside an exported root (the host mounts).
 // The walk's host calls are synchronous: a few µs each on a local disk, six
 // times cheaper than a trip through the thread pool, and a lookup is what
-// most of a program's trapped syscalls wait for.
-import { type BigIntStats, lstatSync, readlinkSync, statSync } from 'node:fs';
+// most of a program's trapped syscalls wait for. What the walk checked can be
+// changed by another process before it is used, so every use goes through a
+// Pin: the entry's directory held open and checked to be the one walked.
+import {
+  type BigIntStats,
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readlinkSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
 import { posix } from 'node:path';
 import type { ViewStat } from '../transport/view.ts';
 import { TetherError } from './errors.ts';
+import { openBeneath } from './native.ts';
 
 /** A host directory (or file) shown at `path` in the view. */
 export interface HostMount {
@@ -95,6 +108,36 @@ function hostError(e: unknown): unknown {
   return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? new ViewError(code) : e;
 }
 
+/** open(2)'s O_PATH (the generic value, as on x86 and arm); Node's constants lack it. */
+export const O_PATH = 0o10000000;
+
+/**
+ * A host entry reached through its directory held open, for one operation: `at` names the
+ * entry, `dir` the directory, both through /proc/PID/fd (a child process may use them too), so
+ * the kernel starts from the directory the walk checked, whatever is renamed or swapped on the
+ * way meanwhile. The last component is looked up then: ops that follow it must not.
+ */
+export class Pin {
+  readonly dir: string;
+  readonly at: string;
+  private readonly fd: number;
+
+  constructor(fd: number, name: string | null) {
+    this.fd = fd;
+    this.dir = `/proc/${process.pid}/fd/${fd}`;
+    this.at = `${this.dir}/${name ?? '.'}`;
+  }
+
+  /** The held directory's lstat. */
+  stat(): BigIntStats {
+    return fstatSync(this.fd, { bigint: true });
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
 /** The kernel's MAXSYMLINKS: links followed in one resolution. */
 const MAXSYMLINKS = 40;
 
@@ -141,6 +184,10 @@ interface Step {
   node: HostNode | GlueNode | null;
 }
 
+export interface ViewOptions {
+  openat2?: boolean;
+}
+
 /** A run's mount table and the resolution of view paths against it. */
 export class ViewTable {
   /** Longest path first, so the first match is the longest prefix. */
@@ -154,8 +201,13 @@ export class ViewTable {
   /** Host paths never served (view-config.ts hiddenPaths): EACCES at them and below. */
   private readonly hidden: readonly string[];
 
-  constructor(mounts: readonly Mount[], hidden: readonly string[] = []) {
+  /**
+   * `openat2: false` takes the way kernels before 5.6 get (the open checked through
+   * /proc/self/fd), for tests on kernels that have openat2.
+   */
+  constructor(mounts: readonly Mount[], hidden: readonly string[] = [], opts: ViewOptions = {}) {
     this.hidden = hidden;
+    if (opts.openat2 === false) this.beneath = false;
     const seen = new Set<string>();
     const list: Mount[] = mounts.map((m) => {
       const path = normalise(m.path);
@@ -177,6 +229,121 @@ export class ViewTable {
     }
     const now = Date.now();
     this.born = [Math.floor(now / 1000), (now % 1000) * 1e6];
+  }
+
+  /** Real paths of the mounts' roots: a root may be reached through host symlinks. */
+  private readonly realRoots = new Map<HostMount, string>();
+
+  private realOf(m: HostMount, host: string): string {
+    let r = this.realRoots.get(m);
+    if (r === undefined) {
+      r = realpathSync(m.host);
+      this.realRoots.set(m, r);
+    }
+    return host === m.host ? r : posix.join(r, host.slice(m.host.length));
+  }
+
+  private isHidden(host: string): boolean {
+    return this.hidden.some((h) => host === h || host.startsWith(`${h}/`));
+  }
+
+  /** Each host mount's root, held open (O_PATH) while the table serves: openat2's anchor. */
+  private readonly rootFds = new Map<HostMount, number>();
+  /** Whether this kernel has openat2 (5.6+); found out on first use. */
+  private beneath: boolean | null = null;
+
+  /** Lets go of the mount roots (a later request opens them again). */
+  close(): void {
+    for (const fd of this.rootFds.values()) closeSync(fd);
+    this.rootFds.clear();
+  }
+
+  private rootFd(m: HostMount): number {
+    let fd = this.rootFds.get(m);
+    if (fd === undefined) {
+      fd = openSync(m.host, O_PATH | constants.O_DIRECTORY);
+      this.rootFds.set(m, fd);
+    }
+    return fd;
+  }
+
+  /**
+   * Opens host path `host` of mount `m`, as a walk found it, without following any symlink on
+   * the way (nor the last one: `flags` has O_NOFOLLOW) and never above the mount's root:
+   * openat2 from the held root; where the kernel lacks it, an open checked afterwards through
+   * /proc/self/fd to have reached that very path below the root's real path. Either way a
+   * directory swapped for a symlink since the walk fails (ELOOP, ENOENT) instead of leading
+   * outside the root.
+   */
+  openEntry(m: HostMount, host: string, flags: number, mode = 0): number {
+    try {
+      if (this.isHidden(this.realOf(m, host))) throw new ViewError('EACCES');
+      if (this.beneath !== false) {
+        const rel = host === m.host ? '.' : host.slice(m.host === '/' ? 1 : m.host.length + 1);
+        try {
+          const fd = openBeneath(this.rootFd(m), rel, flags, mode);
+          this.beneath = true;
+          return fd;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOSYS') throw e;
+          this.beneath = false;
+        }
+      }
+      // Checked after the fact: only opens without side effects come this way (O_PATH ones).
+      const fd = openSync(host, flags | O_PATH, mode);
+      try {
+        if (readlinkSync(`/proc/self/fd/${fd}`) !== this.realOf(m, host)) {
+          throw new ViewError('ENOENT');
+        }
+      } catch (e) {
+        closeSync(fd);
+        throw e;
+      }
+      if ((flags & O_PATH) !== 0) return fd;
+      // Opened again through the checked one, with the flags asked for: as O_NOFOLLOW would,
+      // a symlink there is ELOOP; the magic link itself must be followed.
+      try {
+        if (fstatSync(fd).isSymbolicLink()) throw new ViewError('ELOOP');
+        return openSync(`/proc/self/fd/${fd}`, flags & ~constants.O_NOFOLLOW, mode);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (e) {
+      throw hostError(e);
+    }
+  }
+
+  private hold(m: HostMount, dir: string): number {
+    return this.openEntry(m, dir, O_PATH | constants.O_DIRECTORY);
+  }
+
+  /** Pins the host entry `host` of mount `m`, as a walk found it, for one operation. */
+  pin(m: HostMount, host: string): Pin {
+    if (host === m.host) return new Pin(this.hold(m, host), null);
+    return new Pin(this.hold(m, posix.dirname(host)), posix.basename(host));
+  }
+
+  /** Pins directory `n` itself; ENOENT if another directory is there now. */
+  pinDir(n: HostNode): Pin {
+    const pin = new Pin(this.hold(n.mount, n.host), null);
+    const st = pin.stat();
+    if (st.dev !== n.st.dev || st.ino !== n.st.ino) {
+      pin.close();
+      throw new ViewError('ENOENT');
+    }
+    return pin;
+  }
+
+  /** `n` with its lstat taken again from the file openEntry reaches: only one inside answers. */
+  checked(n: HostNode): HostNode {
+    const fd = this.openEntry(n.mount, n.host, O_PATH | constants.O_NOFOLLOW);
+    try {
+      const st = fstatSync(fd, { bigint: true });
+      if (st.dev !== n.st.dev || st.ino !== n.st.ino) throw new ViewError('ENOENT');
+      return { ...n, st };
+    } finally {
+      closeSync(fd);
+    }
   }
 
   mountOf(path: string): Mount {
@@ -260,9 +427,7 @@ export class ViewTable {
     const m = this.mountOf(path);
     if ('device' in m) return { where: 'device', path };
     const host = hostPath(m, path);
-    if (this.hidden.some((h) => host === h || host.startsWith(`${h}/`))) {
-      throw new ViewError('EACCES');
-    }
+    if (this.isHidden(host)) throw new ViewError('EACCES');
     // A mount's root is the exported directory itself: the host's own symlinks lead to it.
     const glue = this.anchors.has(path) && path !== m.path;
     try {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import {
   accessSync,
   type BigIntStats,
+  chmodSync,
   closeSync,
   constants,
   fchmodSync,
@@ -19,7 +20,6 @@ import {
   rmSync,
 } from 'node:fs';
 import {
-  chmod,
   type FileHandle,
   lchown,
   link,
@@ -34,7 +34,7 @@ import {
   symlink,
   unlink,
 } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -57,8 +57,11 @@ import {
   type HostEntry,
   type HostNode,
   type Mount,
+  O_PATH,
+  type Pin,
   type Resolved,
   ViewError,
+  type ViewOptions,
   ViewTable,
   viewIno,
 } from './view-resolve.ts';
@@ -216,13 +219,40 @@ async function lstatOrNull(host: string): Promise<BigIntStats | null> {
 }
 
 /** The error for creating over `e` when the mount is read-only: an existing name wins. */
-async function readOnlyCreate(e: HostEntry): Promise<never> {
-  throw new ViewError((await lstatOrNull(e.host)) ? 'EEXIST' : 'EROFS');
+async function readOnlyCreate(table: ViewTable, e: HostEntry): Promise<never> {
+  const there = await using(table.pin(e.mount, e.host), (p) => lstatOrNull(p.at));
+  throw new ViewError(there ? 'EEXIST' : 'EROFS');
 }
 
 /** A trailing slash on a name to create: only a directory may carry one. */
-async function slashCreate(e: HostEntry): Promise<never> {
-  throw new ViewError((await lstatOrNull(e.host)) ? 'EEXIST' : 'ENOENT');
+async function slashCreate(table: ViewTable, e: HostEntry): Promise<never> {
+  const there = await using(table.pin(e.mount, e.host), (p) => lstatOrNull(p.at));
+  throw new ViewError(there ? 'EEXIST' : 'ENOENT');
+}
+
+/** Runs `fn` on `pin`'s paths and releases it after. */
+async function using<T>(pin: Pin, fn: (pin: Pin) => T | Promise<T>): Promise<T> {
+  try {
+    return await fn(pin);
+  } finally {
+    pin.close();
+  }
+}
+
+/**
+ * Runs `fn` on the non-symlink at `at` (a pinned path), through an O_PATH fd of it, so a call
+ * that follows links (chmod, access) acts on that very file: ENOENT if it is no longer `st`'s.
+ */
+function onFile<T>(at: string, st: BigIntStats | null, fn: (path: string) => T): T {
+  const fd = openSync(at, O_PATH | O_NOFOLLOW);
+  try {
+    const now = fstatSync(fd, { bigint: true });
+    if (st && (now.dev !== st.dev || now.ino !== st.ino)) throw new ViewError('ENOENT');
+    if (now.isSymbolicLink()) throw new ViewError('ENOENT');
+    return fn(`/proc/${process.pid}/fd/${fd}`);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 const STRERROR: Record<string, string> = {
@@ -312,6 +342,8 @@ const done = (answer: Answer): Outcome => ({ answer, content: null });
 /** Answers view requests for one run from the host's files. */
 /** A write-back under way: the new file (null: in place), its final size, bytes written. */
 interface Replacement {
+  /** The host file's directory, held from the first piece to the rename. */
+  pin: Pin;
   tmp: string | null;
   fh: FileHandle;
   size: number;
@@ -327,16 +359,25 @@ process.once('exit', () => {
   for (const f of unfinished) rmSync(f, { force: true });
 });
 
-/** Opens what a write-back of `host` (attributes `st`) writes to: a new file beside it, if it may. */
-async function startReplacement(host: string, st: BigIntStats, size: number): Promise<Replacement> {
+/**
+ * Opens what a write-back of the pinned file (attributes `st`) writes to: a new file beside it,
+ * if it may. The pin is the replacement's until it is done or dropped.
+ */
+async function startReplacement(
+  pin: Pin,
+  name: string,
+  st: BigIntStats,
+  size: number,
+): Promise<Replacement> {
+  const host = pin.at;
   if (st.nlink === 1n) {
-    const tmp = join(dirname(host), `.${basename(host)}.tether-${randomBytes(6).toString('hex')}`);
+    const tmp = `${pin.dir}/.${name}.tether-${randomBytes(6).toString('hex')}`;
     const fh = await open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
     unfinished.add(tmp);
     try {
       await fh.chown(Number(st.uid), Number(st.gid));
       await fh.chmod(Number(st.mode & 0o7777n));
-      return { tmp, fh, size, written: 0 };
+      return { pin, tmp, fh, size, written: 0 };
     } catch {
       // Not ours to give away (a file of another user we may write): in place after all.
       await fh.close();
@@ -346,7 +387,7 @@ async function startReplacement(host: string, st: BigIntStats, size: number): Pr
   }
   const fh = await open(host, O_WRONLY | O_NOFOLLOW);
   await fh.truncate(size);
-  return { tmp: null, fh, size, written: 0 };
+  return { pin, tmp: null, fh, size, written: 0 };
 }
 
 export class ViewServer {
@@ -354,8 +395,8 @@ export class ViewServer {
   /** Write-backs under way, by host path. */
   private readonly replacing = new Map<string, Replacement>();
 
-  constructor(mounts: readonly Mount[], hidden: readonly string[] = []) {
-    this.table = new ViewTable(mounts, hidden);
+  constructor(mounts: readonly Mount[], hidden: readonly string[] = [], opts: ViewOptions = {}) {
+    this.table = new ViewTable(mounts, hidden, opts);
   }
 
   /**
@@ -390,6 +431,7 @@ export class ViewServer {
     } finally {
       // The run is over or its link gone: write-backs cut short leave their files as they were.
       for (const [host, r] of this.replacing) await this.abandon(host, r);
+      this.table.close();
     }
   }
 
@@ -485,14 +527,18 @@ export class ViewServer {
   }
 
   private async lookup(req: Req<'lookup'>): Promise<Outcome> {
-    return done({ ok: true, node: viewNode(await this.table.resolve(req.path, req)) });
+    const n = await this.table.resolve(req.path, req);
+    return done({ ok: true, node: viewNode(n.where === 'host' ? this.table.checked(n) : n) });
   }
 
   private async readlink(req: Req<'readlink'>): Promise<Outcome> {
     const n = await this.table.resolve(req.path, { follow: false });
     if (n.where === 'device') return done({ ok: true, device: n.path });
     if (n.where === 'glue' || !n.st.isSymbolicLink()) throw new ViewError('EINVAL');
-    return done({ ok: true, target: readlinkSync(n.host) });
+    return done({
+      ok: true,
+      target: await using(this.table.pin(n.mount, n.host), (p) => readlinkSync(p.at)),
+    });
   }
 
   private async readdir(req: Req<'readdir'>): Promise<Outcome> {
@@ -500,7 +546,7 @@ export class ViewServer {
     if (n.where === 'device') return done({ ok: true, device: n.path });
     if (n.where === 'host' && !othersMayRead(n)) throw new ViewError('EACCES');
     const anchors = this.table.anchorsIn(n.path);
-    const entries = n.where === 'glue' ? [] : await listHost(n, anchors);
+    const entries = n.where === 'glue' ? [] : await listHost(this.table, n, anchors);
     // Mount points show in their directory even where the host has no such name.
     const listed = new Set(entries.map((e) => e.name));
     for (const name of anchors) {
@@ -552,10 +598,20 @@ export class ViewServer {
       // is the host's own): permission is all the host can vouch for.
       if (flags.includes('directory')) throw new ViewError('ENOTDIR');
       const read = !write || flags.includes('read');
-      accessSync(n.host, (write ? W_OK : 0) | (read ? R_OK : 0));
+      const mode = (write ? W_OK : 0) | (read ? R_OK : 0);
+      await using(this.table.pin(n.mount, n.host), (p) =>
+        onFile(p.at, n.st, (path) => accessSync(path, mode)),
+      );
       return done({ ok: true, node: viewNode(n), key: contentKey(n.st), content: false });
     }
-    return this.opened(n.path, openSync(n.host, hostFlags(flags)), req);
+    const fd = this.table.openEntry(n.mount, n.host, hostFlags(flags));
+    const st = fstatSync(fd, { bigint: true });
+    if (st.dev !== n.st.dev || st.ino !== n.st.ino) {
+      // Another file is there than the walk found (swapped meanwhile): as if it had gone.
+      closeSync(fd);
+      throw new ViewError('ENOENT');
+    }
+    return this.opened(n.path, fd, req);
   }
 
   /**
@@ -567,35 +623,42 @@ export class ViewServer {
     req: Req<'open'>,
   ): Promise<{ path: string; fd: number } | Resolved | string> {
     let target = path;
+    let to: string;
     for (let links = 0; ; links++) {
       const e = await this.table.resolveParent(target, EISDIR);
       if (e.where === 'device') return e.path;
       if (e.slash) throw new ViewError('EISDIR');
-      const st = await lstatOrNull(e.host);
-      if (st === null) {
-        if (e.mount.readonly) throw new ViewError('EROFS');
-        try {
-          const flags = hostFlags(req.flags) | O_CREAT | O_EXCL;
-          const fd = openSync(e.host, flags, req.mode & 0o7777);
-          // The device applied the program's umask; this process's own must not apply too.
-          fchmodSync(fd, req.mode & 0o7777);
-          return { path: e.path, fd };
-        } catch (err) {
-          // Created meanwhile by another request: look again (O_EXCL kept it from being followed).
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || req.flags.includes('excl')) {
-            throw err;
+      const pin = this.table.pin(e.mount, e.host);
+      try {
+        const st = await lstatOrNull(pin.at);
+        if (st === null) {
+          if (e.mount.readonly) throw new ViewError('EROFS');
+          try {
+            const flags = hostFlags(req.flags) | O_CREAT | O_EXCL;
+            const fd = openSync(pin.at, flags, req.mode & 0o7777);
+            // The device applied the program's umask; this process's own must not apply too.
+            fchmodSync(fd, req.mode & 0o7777);
+            return { path: e.path, fd };
+          } catch (err) {
+            // Created meanwhile by another request: look again (O_EXCL kept it from being
+            // followed).
+            if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || req.flags.includes('excl')) {
+              throw err;
+            }
+            continue;
           }
-          continue;
         }
+        if (req.flags.includes('excl')) throw new ViewError('EEXIST');
+        if (!st.isSymbolicLink()) {
+          if (st.isDirectory()) throw new ViewError('EISDIR');
+          return { where: 'host', path: e.path, host: e.host, mount: e.mount, st };
+        }
+        if (req.flags.includes('nofollow')) throw new ViewError('ELOOP');
+        if (links >= 40) throw new ViewError('ELOOP');
+        to = readlinkSync(pin.at);
+      } finally {
+        pin.close();
       }
-      if (req.flags.includes('excl')) throw new ViewError('EEXIST');
-      if (!st.isSymbolicLink()) {
-        if (st.isDirectory()) throw new ViewError('EISDIR');
-        return { where: 'host', path: e.path, host: e.host, mount: e.mount, st };
-      }
-      if (req.flags.includes('nofollow')) throw new ViewError('ELOOP');
-      if (links >= 40) throw new ViewError('ELOOP');
-      const to = readlinkSync(e.host);
       if (to === '') throw new ViewError('ENOENT');
       target = to.startsWith('/') ? to : `${e.path.slice(0, -e.name.length)}${to}`;
     }
@@ -652,7 +715,13 @@ export class ViewServer {
     if (req.truncate !== null) {
       // A new write-back of the file: one that stopped before is dropped.
       if (r) await this.abandon(n.host, r);
-      r = await startReplacement(n.host, n.st, req.truncate);
+      const pin = this.table.pin(n.mount, n.host);
+      try {
+        r = await startReplacement(pin, basename(n.host), n.st, req.truncate);
+      } catch (e) {
+        pin.close();
+        throw e;
+      }
       this.replacing.set(n.host, r);
     } else if (!r || r.written !== req.offset) {
       // A piece out of order: no write-back of this file is under way from that offset.
@@ -666,12 +735,14 @@ export class ViewServer {
     r.written = req.offset + req.data.length;
     if (r.written < r.size) return done({ ok: true });
     this.replacing.delete(n.host);
-    await r.fh.close();
-    if (r.tmp !== null) {
-      await rename(r.tmp, n.host);
-      unfinished.delete(r.tmp);
-    }
-    const st = await lstat(n.host, { bigint: true });
+    const st = await using(r.pin, async (pin) => {
+      await r.fh.close();
+      if (r.tmp !== null) {
+        await rename(r.tmp, pin.at);
+        unfinished.delete(r.tmp);
+      }
+      return lstat(pin.at, { bigint: true });
+    });
     // The new key lets the device keep its copy as the cached content.
     return done({
       ok: true,
@@ -689,6 +760,7 @@ export class ViewServer {
       unfinished.delete(r.tmp);
     }
     await r.fh.close().catch(() => {});
+    r.pin.close();
   }
 
   private async access(req: Req<'access'>): Promise<Outcome> {
@@ -708,17 +780,21 @@ export class ViewServer {
       if (req.mode > 7) throw new ViewError('EINVAL');
       return done({ ok: true });
     }
-    accessSync(n.host, req.mode);
+    await using(this.table.pin(n.mount, n.host), (p) =>
+      onFile(p.at, st, (path) => accessSync(path, req.mode)),
+    );
     return done({ ok: true });
   }
 
   private async mkdir(req: Req<'mkdir'>): Promise<Outcome> {
     const e = await this.table.resolveParent(req.path, EEXIST);
     if (e.where === 'device') return done({ ok: true, device: e.path });
-    if (e.mount.readonly) return readOnlyCreate(e);
-    await mkdir(e.host, { mode: req.mode & 0o7777 });
-    // The device applied the program's umask; this process's own must not apply too.
-    await chmod(e.host, req.mode & 0o7777);
+    if (e.mount.readonly) return readOnlyCreate(this.table, e);
+    await using(this.table.pin(e.mount, e.host), async (p) => {
+      await mkdir(p.at, { mode: req.mode & 0o7777 });
+      // The device applied the program's umask; this process's own must not apply too.
+      onFile(p.at, null, (path) => chmodSync(path, req.mode & 0o7777));
+    });
     return done({ ok: true, changed: [e.path] });
   }
 
@@ -731,18 +807,20 @@ export class ViewServer {
     if (type !== 0 && type !== S_IFREG && type !== S_IFIFO) throw new ViewError('EINVAL');
     const e = await this.table.resolveParent(req.path, EEXIST);
     if (e.where === 'device') return done({ ok: true, device: e.path });
-    if (e.slash) return slashCreate(e);
-    if (e.mount.readonly) return readOnlyCreate(e);
+    if (e.slash) return slashCreate(this.table, e);
+    if (e.mount.readonly) return readOnlyCreate(this.table, e);
     const perm = req.mode & 0o7777;
-    if (type === S_IFIFO) {
-      if (await lstatOrNull(e.host)) throw new ViewError('EEXIST');
-      // The mode comes with the program's umask applied; mkfifo -m takes it as it is.
-      await tool('mkfifo', ['-m', perm.toString(8), '--', e.host]);
-      return done({ ok: true, changed: [e.path] });
-    }
-    const fh = await open(e.host, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, perm);
-    await fh.chmod(perm);
-    await fh.close();
+    await using(this.table.pin(e.mount, e.host), async (p) => {
+      if (type === S_IFIFO) {
+        if (await lstatOrNull(p.at)) throw new ViewError('EEXIST');
+        // The mode comes with the program's umask applied; mkfifo -m takes it as it is.
+        await tool('mkfifo', ['-m', perm.toString(8), '--', p.at]);
+        return;
+      }
+      const fh = await open(p.at, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, perm);
+      await fh.chmod(perm);
+      await fh.close();
+    });
     return done({ ok: true, changed: [e.path] });
   }
 
@@ -750,11 +828,13 @@ export class ViewServer {
     const e = await this.table.resolveParent(req.path, EISDIR);
     if (e.where === 'device') return done({ ok: true, device: e.path });
     if (e.mount.readonly) throw new ViewError('EROFS');
-    if (e.slash) {
-      const st = await lstat(e.host);
-      throw new ViewError(st.isDirectory() ? 'EISDIR' : 'ENOTDIR');
-    }
-    await unlink(e.host);
+    await using(this.table.pin(e.mount, e.host), async (p) => {
+      if (e.slash) {
+        const st = await lstat(p.at);
+        throw new ViewError(st.isDirectory() ? 'EISDIR' : 'ENOTDIR');
+      }
+      await unlink(p.at);
+    });
     return done({ ok: true, changed: [e.path] });
   }
 
@@ -762,7 +842,7 @@ export class ViewServer {
     const e = await this.table.resolveParent(req.path, RMDIR);
     if (e.where === 'device') return done({ ok: true, device: e.path });
     if (e.mount.readonly) throw new ViewError('EROFS');
-    await rmdir(e.host);
+    await using(this.table.pin(e.mount, e.host), (p) => rmdir(p.at));
     return done({ ok: true, changed: [e.path] });
   }
 
@@ -778,11 +858,15 @@ export class ViewServer {
     // Node has no renameat2: the exchange cannot be atomic, so it is refused as by a filesystem
     // without RENAME_EXCHANGE.
     if (req.exchange) throw new ViewError('EINVAL');
-    const st = await lstat(a.host);
-    if (!st.isDirectory() && (a.slash || b.slash)) throw new ViewError('ENOTDIR');
-    // Under the exclusive lock no other request can create `to` in between.
-    if (req.noreplace && (await lstatOrNull(b.host))) throw new ViewError('EEXIST');
-    await rename(a.host, b.host);
+    await using(this.table.pin(a.mount, a.host), (pa) =>
+      using(this.table.pin(b.mount, b.host), async (pb) => {
+        const st = await lstat(pa.at);
+        if (!st.isDirectory() && (a.slash || b.slash)) throw new ViewError('ENOTDIR');
+        // Under the exclusive lock no other request can create `to` in between.
+        if (req.noreplace && (await lstatOrNull(pb.at))) throw new ViewError('EEXIST');
+        await rename(pa.at, pb.at);
+      }),
+    );
     return done({ ok: true, changed: [a.path, b.path] });
   }
 
@@ -792,19 +876,22 @@ export class ViewServer {
     if (from.where === 'device' || to.where === 'device') throw new ViewError('EXDEV');
     if (from.where === 'glue') throw new ViewError('EPERM');
     if (from.mount !== to.mount) throw new ViewError('EXDEV');
-    if (to.slash) return slashCreate(to);
-    if (to.mount.readonly) return readOnlyCreate(to);
-    await link(from.host, to.host);
+    if (to.slash) return slashCreate(this.table, to);
+    if (to.mount.readonly) return readOnlyCreate(this.table, to);
+    // link(2) does not follow a symlink it is given: the walk's node is what gets the new name.
+    await using(this.table.pin(from.mount, from.host), (pf) =>
+      using(this.table.pin(to.mount, to.host), (pt) => link(pf.at, pt.at)),
+    );
     return done({ ok: true, changed: [from.path, to.path] });
   }
 
   private async symlink(req: Req<'symlink'>): Promise<Outcome> {
     const e = await this.table.resolveParent(req.path, EEXIST);
     if (e.where === 'device') return done({ ok: true, device: e.path });
-    if (e.slash) return slashCreate(e);
-    if (e.mount.readonly) return readOnlyCreate(e);
+    if (e.slash) return slashCreate(this.table, e);
+    if (e.mount.readonly) return readOnlyCreate(this.table, e);
     // The target is kept as given: it is a view path, resolved in the view when followed.
-    await symlink(req.target, e.host);
+    await using(this.table.pin(e.mount, e.host), (p) => symlink(req.target, p.at));
     return done({ ok: true, changed: [e.path] });
   }
 
@@ -813,7 +900,9 @@ export class ViewServer {
     if (typeof n === 'string') return done({ ok: true, device: n });
     // Linux cannot change a symlink's mode (fchmodat2 with AT_SYMLINK_NOFOLLOW says so).
     if (n.st.isSymbolicLink()) throw new ViewError('EOPNOTSUPP');
-    await chmod(n.host, req.mode & 0o7777);
+    await using(this.table.pin(n.mount, n.host), (p) =>
+      onFile(p.at, n.st, (path) => chmodSync(path, req.mode & 0o7777)),
+    );
     return done({ ok: true, changed: [n.path] });
   }
 
@@ -821,7 +910,7 @@ export class ViewServer {
     const n = await this.writable(req.path, req.follow);
     if (typeof n === 'string') return done({ ok: true, device: n });
     // lchown: the walk left either a non-link or the link itself to change.
-    await lchown(n.host, req.uid, req.gid);
+    await using(this.table.pin(n.mount, n.host), (p) => lchown(p.at, req.uid, req.gid));
     return done({ ok: true, changed: [n.path] });
   }
 
@@ -832,7 +921,8 @@ export class ViewServer {
     }
     const n = await this.writable(req.path, req.follow);
     if (typeof n === 'string') return done({ ok: true, device: n });
-    await setTimes(n.host, req.atime, req.mtime);
+    // lutimes and touch -h: the pinned name is changed, never followed.
+    await using(this.table.pin(n.mount, n.host), (p) => setTimes(p.at, req.atime, req.mtime));
     return done({ ok: true, changed: [n.path] });
   }
 
@@ -843,7 +933,9 @@ export class ViewServer {
     if (n.mount.readonly) throw new ViewError('EROFS');
     if (!n.st.isFile()) throw new ViewError('EINVAL');
     // truncate(2) needs write permission only; Node's truncate() would open for reading too.
-    const fh = await open(n.host, O_WRONLY | O_NOFOLLOW);
+    const fh = await using(this.table.pin(n.mount, n.host), (p) =>
+      open(p.at, O_WRONLY | O_NOFOLLOW),
+    );
     try {
       await fh.truncate(req.size);
     } finally {
@@ -856,7 +948,7 @@ export class ViewServer {
     const n = await this.table.resolve(req.path, { follow: true });
     if (n.where === 'device') return done({ ok: true, device: n.path });
     const host = n.where === 'glue' ? n.mount.host : n.host;
-    const s = await statfs(host, { bigint: true });
+    const s = await using(this.table.pin(n.mount, host), (p) => statfs(p.at, { bigint: true }));
     const bsize = Number(s.bsize);
     return done({
       ok: true,
@@ -881,10 +973,17 @@ export class ViewServer {
  * A host directory's entries with host inode numbers and their lstat (not for `skip`, the
  * names a mount shows something else at), `.` and `..` left to the device.
  */
-async function listHost(n: HostNode, skip: ReadonlySet<string>): Promise<DirEntry[]> {
+async function listHost(
+  table: ViewTable,
+  n: HostNode,
+  skip: ReadonlySet<string>,
+): Promise<DirEntry[]> {
   if (!n.st.isDirectory()) throw new ViewError('ENOTDIR');
-  const names = await readdir(n.host);
-  const dir = n.host === '/' ? '' : n.host;
+  return using(table.pinDir(n), (pin) => listPinned(pin.dir, skip));
+}
+
+async function listPinned(dir: string, skip: ReadonlySet<string>): Promise<DirEntry[]> {
+  const names = await readdir(dir);
   const out: DirEntry[] = [];
   // lstat one by one, synchronously: twice the speed of the thread pool for big directories;
   // slices keep the event loop turning for other requests.

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the Node-API addons without node-gyp or downloads:
 #   daemon/native/*.c       -> build/<arch>/tether.node  (tetherd: spawn, pty, waitpid, ptrace)
-#   client/native/*.c       -> build/<arch>/recvfds.node (the agent: fds from a launcher)
+#   client/native/*.c       -> build/<arch>/tether-client.node (fds from a launcher, openat2)
 #   CC=...      compiler (default cc); a cross compiler for another device arch
 #   OUTDIR=...  output directory (default build/<node's process.arch>)
 #   CFLAGS=...  LDFLAGS=...  extra flags, e.g. --sysroot for cross builds
@@ -18,7 +18,7 @@ mkdir -p "$OUTDIR"
 
 # Each addon is every .c file of its directory.
 for dir in daemon/native client/native; do
-  case $dir in daemon/*) name=tether ;; *) name=recvfds ;; esac
+  case $dir in daemon/*) name=tether ;; *) name=tether-client ;; esac
   out="$OUTDIR/$name.node"
   # Link to a temporary name and rename, so a running process's mapped copy is never rewritten.
   tmp="$out.tmp.$$"

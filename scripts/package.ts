@@ -113,14 +113,14 @@ const TARGETS: Record<string, Target> = {
     name: 'tether',
     arch: ARCHES.x64!,
     entry: 'client/sea-main.ts',
-    addon: 'recvfds.node',
+    addon: 'tether-client.node',
     launcher: true,
   },
   'tether-linux-arm64': {
     name: 'tether',
     arch: ARCHES.arm64!,
     entry: 'client/sea-main.ts',
-    addon: 'recvfds.node',
+    addon: 'tether-client.node',
     launcher: true,
   },
 };

@@ -1,9 +1,8 @@
-/* The client's Node-API addon: one mechanism, receiving bytes together with
- * file descriptors (SCM_RIGHTS) on a unix socket, which Node cannot do. The
- * agent uses it to take the fds a launcher hands over (client/launch.ts). */
-#define NAPI_VERSION 8
+/* Receiving bytes together with file descriptors (SCM_RIGHTS) on a unix
+ * socket, which Node cannot do. The agent uses it to take the fds a launcher
+ * hands over (client/launch.ts). */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "addon.h"
 
 #include <errno.h>
 #include <string.h>
@@ -23,7 +22,7 @@ static napi_value throw_errno(napi_env env, int err) {
 
 /* recvFds(fd, maxBytes) -> { data: Buffer, fds: number[] }, or null when nothing is there
  * yet (EAGAIN). An empty data buffer means end of stream. Received fds are close-on-exec. */
-static napi_value recv_fds(napi_env env, napi_callback_info info) {
+napi_value recv_fds(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value args[2];
   napi_get_cb_info(env, info, &argc, args, NULL, NULL);
@@ -76,11 +75,3 @@ static napi_value recv_fds(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, result, "truncated", truncated);
   return result;
 }
-
-static napi_value init(napi_env env, napi_value exports) {
-  napi_property_descriptor p = {"recvFds", NULL, recv_fds, NULL, NULL, NULL, napi_enumerable, NULL};
-  napi_define_properties(env, exports, 1, &p);
-  return exports;
-}
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
