@@ -64,6 +64,7 @@ export interface ArchAbi {
   /** Stack and instruction pointers, the register's full width. */
   sp(regs: Buffer): bigint;
   ip(regs: Buffer): bigint;
+  setIp(regs: Buffer, v: bigint): void;
 }
 
 type AbiSpec = Omit<
@@ -79,6 +80,7 @@ type AbiSpec = Omit<
   | 'setResult'
   | 'sp'
   | 'ip'
+  | 'setIp'
 >;
 
 function makeAbi(spec: AbiSpec): ArchAbi {
@@ -121,6 +123,7 @@ function makeAbi(spec: AbiSpec): ArchAbi {
     // The program's own registers: 64-bit even for an int 0x80 call from 64-bit code.
     sp: (b: Buffer) => read(b, off.sp),
     ip: (b: Buffer) => read(b, off.ip),
+    setIp: (b: Buffer, v: bigint) => write(b, off.ip, v),
   });
 }
 

@@ -47,3 +47,43 @@ export function applyRegs(tid: number, auditArch: number, change: RegChange): vo
     native.setRegset(tid, NT_ARM_SYSTEM_CALL, b);
   }
 }
+
+function layoutOf(regs: Buffer, auditArch: number): ArchAbi {
+  const abi = HOST && abiForStop(HOST, auditArch, regs.length);
+  if (!abi) throw new Error(`no register layout for arch 0x${auditArch.toString(16)}`);
+  return abi;
+}
+
+/** A stopped tracee's whole NT_PRSTATUS regset, to be put back with putBack(). */
+export function saveRegs(tid: number): Buffer {
+  return Buffer.from(native.getRegset(tid, NT_PRSTATUS, 1024));
+}
+
+/** The result of the call a tracee is stopped at the exit of, signed. */
+export function resultAtExit(tid: number, auditArch: number): bigint {
+  const regs = native.getRegset(tid, NT_PRSTATUS, 1024);
+  return layoutOf(regs, auditArch).result(regs);
+}
+
+/**
+ * At the exit stop of a call the tracer put in place of the program's (entry registers
+ * `saved`), puts the program's registers back: with `again`, set to make its call once more
+ * (the instruction pointer back over x86's 2-byte `int $0x80`/`syscall`, the number where the
+ * kernel left the result); otherwise with `result` as its outcome.
+ */
+export function putBack(
+  tid: number,
+  auditArch: number,
+  saved: Buffer,
+  how: { again: true } | { again: false; result: bigint },
+): void {
+  const regs = Buffer.from(saved);
+  const abi = layoutOf(regs, auditArch);
+  if (how.again) {
+    abi.setIp(regs, abi.ip(regs) - 2n);
+    abi.setResult(regs, abi.nr(regs));
+  } else {
+    abi.setResult(regs, how.result);
+  }
+  native.setRegset(tid, NT_PRSTATUS, regs);
+}

@@ -15,7 +15,7 @@ import {
   PTRACE_O,
   type WaitEvent,
 } from './ptrace.ts';
-import { applyRegs } from './regs.ts';
+import { applyRegs, putBack, resultAtExit, saveRegs } from './regs.ts';
 import { offSigchld, onSigchld } from './sigchld.ts';
 
 const SIG = constants.signals;
@@ -23,6 +23,9 @@ const SIG = constants.signals;
 const SPIN_MS = 0.05;
 const MAX_PUMP_MS = 20;
 const HOST_RED_ZONE = abiForNodeArch(process.arch)?.redZone ?? 0;
+const MAX_U32 = 0xffffffffn;
+/** Bytes of the low scratch mapping: room for a few paths and an exec's strings. */
+const LOW_SCRATCH = 256n * 1024n;
 const GROUP_STOP_SIGNALS = new Set<number>([SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU]);
 
 /** Options every tracee gets: follow every child, thread and exec; die with the tracer. */
@@ -58,6 +61,13 @@ export interface Task {
   busy: boolean;
   /** PTRACE_SYSCALL mode: the result to put in place at the syscall-exit stop. */
   exitResult: bigint | null;
+  /**
+   * Scratch below 4 GiB for i386 calls (int $0x80) of 64-bit code, whose stack is above it:
+   * the top of a mapping the tracer had the task make (lowScratch()); null until then.
+   */
+  lowTop: bigint | null;
+  /** The program's registers while the tracer's mmap for lowTop runs in place of its call. */
+  mapping: Buffer | null;
 }
 
 /** What happens to a syscall. */
@@ -92,7 +102,10 @@ export class SyscallStop {
     this.args = args;
     this.sp = sp;
     // int $0x80 from 64-bit code is an i386 call in a program that has x86_64's red zone.
-    this.scratchTop = sp - BigInt(Math.max(abi.redZone, HOST_RED_ZONE));
+    this.scratchTop =
+      abi.wordSize === 4 && sp > MAX_U32 && task.lowTop !== null
+        ? task.lowTop
+        : sp - BigInt(Math.max(abi.redZone, HOST_RED_ZONE));
   }
 
   get tid(): number {
@@ -169,6 +182,8 @@ export class Tracer {
       started: true,
       busy: false,
       exitResult: null,
+      lowTop: null,
+      mapping: null,
     });
     onSigchld(this.onSigchld, log);
     // The SIGCHLD watch does not hold the loop open: without this it could end while tracees run.
@@ -299,7 +314,16 @@ export class Tracer {
       // A new process: its own copy of the parent's state (fork copies the cwd).
       proc = { ...parent.proc, pid: tid, pendingExe: null };
     }
-    this.tasks.set(tid, { tid, proc, started: false, busy: false, exitResult: null });
+    const task = {
+      tid,
+      proc,
+      started: false,
+      busy: false,
+      exitResult: null,
+      lowTop: null,
+      mapping: null,
+    };
+    this.tasks.set(tid, task);
   }
 
   private exec(task: Task): void {
@@ -312,6 +336,8 @@ export class Tracer {
       task.tid = pid;
       this.tasks.set(pid, task);
     }
+    // The new program has none of the old one's mappings.
+    task.lowTop = null;
     if (task.proc.pendingExe !== null) {
       task.proc.exe = task.proc.pendingExe;
       task.proc.pendingExe = null;
@@ -338,6 +364,7 @@ export class Tracer {
       return;
     }
     if (info.op === 'exit') {
+      if (task.mapping !== null) return this.lowScratchMapped(task, info.arch);
       if (task.exitResult !== null) {
         const value = task.exitResult;
         task.exitResult = null;
@@ -352,6 +379,9 @@ export class Tracer {
       task.exitResult = null;
       this.apply(task, info.arch, fail(constants.errno.ENOSYS), false);
       return this.resume(task, 0);
+    }
+    if (abi.wordSize === 4 && info.sp > MAX_U32 && task.lowTop === null) {
+      return this.lowScratch(task, abi, info.arch);
     }
     const name = abi.syscallName(info.nr) ?? `#${info.nr}`;
     // A 32-bit call's registers may carry stale high bits in a 64-bit kernel's view.
@@ -372,6 +402,53 @@ export class Tracer {
     } else {
       this.finish(task, info.arch, action);
     }
+  }
+
+  /**
+   * A 64-bit program's first i386 call: scratch on its stack could not be passed (pointers are
+   * 32 bits), so the task maps some below 4 GiB first: its call becomes an mmap2 (whose
+   * addresses an i386 call gets below 4 GiB), and at the exit lowScratchMapped() makes it again.
+   */
+  private lowScratch(task: Task, abi: ArchAbi, auditArch: number): void {
+    try {
+      task.mapping = saveRegs(task.tid);
+      const MAP_PRIVATE_ANONYMOUS = 0x22n;
+      const PROT_READ_WRITE = 3n;
+      applyRegs(task.tid, auditArch, {
+        nr: abi.syscallNumber('mmap2')!,
+        args: new Map([
+          [0, 0n],
+          [1, LOW_SCRATCH],
+          [2, PROT_READ_WRITE],
+          [3, MAP_PRIVATE_ANONYMOUS],
+          [4, -1n],
+          [5, 0n],
+        ]),
+      });
+    } catch (e) {
+      this.gone(task.tid, e);
+      return;
+    }
+    this.resume(task, 0, true);
+  }
+
+  private lowScratchMapped(task: Task, auditArch: number): void {
+    const saved = task.mapping!;
+    task.mapping = null;
+    try {
+      const r = resultAtExit(task.tid, auditArch);
+      if (r < 0n && r > -4096n) {
+        // No room: the program's call fails as the mmap did.
+        putBack(task.tid, auditArch, saved, { again: false, result: r });
+      } else {
+        task.lowTop = BigInt.asUintN(32, r) + LOW_SCRATCH;
+        putBack(task.tid, auditArch, saved, { again: true });
+      }
+    } catch (e) {
+      this.gone(task.tid, e);
+      return;
+    }
+    this.resume(task, 0);
   }
 
   private handlerFailed(stop: SyscallStop, e: unknown): Action {

@@ -147,6 +147,44 @@ int main(void) {
   t.equal(statSync(join(work, 'target')).mode & 0o777, 0o600, "fchmodat2 changed the host's file");
 });
 
+t.test('i386 calls of 64-bit code (int $0x80) get their rewritten paths below 4 GiB', async (t) => {
+  // Its stack is above 4 GiB and an i386 call's pointers are 32 bits: the daemon's rewritten
+  // path must go elsewhere (it was EFAULT). Static and not PIE: the program's own buffers are
+  // below 4 GiB, as such a program's must be.
+  const src = join(work, 'int80.c');
+  writeFileSync(
+    src,
+    `#include <stdio.h>
+#include <string.h>
+static long int80(long nr, long a, long b, long c) {
+  long r;
+  __asm__ volatile("int $0x80" : "=a"(r) : "a"(nr), "b"(a), "c"(b), "d"(c)
+                   : "memory", "r8", "r9", "r10", "r11");
+  return r;
+}
+static char path[4096], buf[256];
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    strncpy(path, argv[i], sizeof path - 1);
+    long fd = int80(5, (long)path, 0, 0); /* i386 open */
+    if (fd < 0) { printf("open %s: %ld\\n", argv[i], fd); continue; }
+    long n = int80(3, fd, (long)buf, sizeof buf - 1); /* i386 read */
+    buf[n > 0 ? n : 0] = 0;
+    printf("%s", buf);
+    int80(6, fd, 0, 0);
+  }
+  return 0;
+}
+`,
+  );
+  execFileSync('gcc', ['-O1', '-static', '-no-pie', '-o', join(work, 'int80'), src]);
+  writeFileSync(join(work, 'a.txt'), 'first\n');
+  writeFileSync(join(work, 'b.txt'), 'second\n');
+  const r = await tether(d, ['run', '--view', '-C', work, './int80', 'a.txt', 'b.txt', 'none']);
+  t.equal(r.stdout, 'first\nsecond\nopen none: -2\n', r.stderr);
+  t.equal(r.code, 0);
+});
+
 t.test("host files the device holds are the runs' only, not other device users'", async (t) => {
   writeFileSync(join(work, 'private.txt'), 'host secret\n', { mode: 0o600 });
   const r = await tether(d, ['run', '--view', '-C', work, 'cat', 'private.txt']);
