@@ -183,7 +183,7 @@ function readAt(file: string, pos: number, len: number): Buffer {
  * anywhere in the file, as the kernel allows: a binary edited by postject (a Node single
  * executable) has its program headers near the end.
  */
-function elfInterp(
+export function elfInterp(
   file: string,
   head: Buffer,
 ): { path: string; offset: number; size: number } | null | 'not-elf' {
@@ -197,7 +197,12 @@ function elfInterp(
   // The kernel's limits: entries of the ABI's size, a table of at most 64 KiB.
   if (phentsize !== (is64 ? 56 : 32) || tableSize > 65536) return 'not-elf';
   const bytes = (at: number, len: number) =>
-    at + len <= head.length ? head.subarray(at, at + len) : readAt(file, at, len);
+    at + len <= head.length
+      ? head.subarray(at, at + len)
+      : // An offset past any file (a 64-bit one beyond 2^53): nothing there.
+        Number.isSafeInteger(at + len)
+        ? readAt(file, at, len)
+        : Buffer.alloc(0);
   const table = bytes(phoff, tableSize);
   if (table.length < tableSize) return 'not-elf';
   for (let off = 0; off < tableSize; off += phentsize) {

@@ -32,6 +32,7 @@ import {
 } from '../../transport/protocol.ts';
 import type { Stream } from '../../transport/stream.ts';
 import { readVarint } from '../../transport/varint.ts';
+import { Rng } from '../lib/rng.ts';
 
 const SEED = process.env.FUZZ_SEED
   ? Number(process.env.FUZZ_SEED) >>> 0
@@ -59,37 +60,6 @@ const FRAME_CODES = new Set<number>([ErrorCode.FRAME_ENCODING_ERROR, ErrorCode.F
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
-
-// ---- seeded PRNG (mulberry32) ----
-
-class Rng {
-  private s: number;
-  constructor(...seeds: number[]) {
-    let h = 0x811c9dc5;
-    for (const x of seeds) h = Math.imul(h ^ (x >>> 0), 0x01000193) ^ (h >>> 13);
-    this.s = h >>> 0;
-  }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) | 0;
-    let z = Math.imul(this.s ^ (this.s >>> 15), 1 | this.s);
-    z = (z + Math.imul(z ^ (z >>> 7), 61 | z)) ^ z;
-    return ((z ^ (z >>> 14)) >>> 0) / 2 ** 32;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(a: readonly T[]): T {
-    return a[this.int(a.length)]!;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.allocUnsafe(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
-    return b;
-  }
-}
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
