@@ -9,7 +9,7 @@ import { useAddon } from './native.ts';
 
 useAddon(() => {
   const id = createHash('sha256').update(addon).digest('hex').slice(0, 16);
-  const file = join(dirname(process.execPath), `tether-client-${id}.node`);
+  const file = join(dirname(process.execPath), `client-addon-${id}.node`);
   if (!existsSync(file)) {
     const tmp = `${file}.tmp${process.pid}`;
     writeFileSync(tmp, addon, { mode: 0o755 });
@@ -17,7 +17,7 @@ useAddon(() => {
     // Other versions' addons go (one still running writes its own again when it needs it).
     const dir = dirname(file);
     for (const name of readdirSync(dir))
-      if (/^tether-client-[0-9a-f]{16}\.node$/.test(name) && name !== basename(file))
+      if (/^client-addon-[0-9a-f]{16}\.node$/.test(name) && name !== basename(file))
         rmSync(join(dir, name), { force: true });
   }
   return file;

@@ -64,7 +64,7 @@ t.test('the x64 file copies its Node part into the cache once and answers --vers
   // What an older version left: its copy and its addon.
   mkdirSync(cache, { recursive: true });
   writeFileSync(join(cache, 'tether-0123456789abcdef'), 'old');
-  writeFileSync(join(cache, 'tether-client-0123456789abcdef.node'), 'old');
+  writeFileSync(join(cache, 'client-addon-0123456789abcdef.node'), 'old');
   writeFileSync(join(cache, 'other-file'), 'not ours');
   const first = spawnSync(TETHER, ['--version'], { encoding: 'utf8', env });
   t.equal(first.stdout, `tether ${pkg.version} (node v24.21.0, x64)\n`, first.stderr);
@@ -116,11 +116,11 @@ t.test(
     t.equal(viaAgent.status, 3, viaAgent.stderr);
     t.equal(viaAgent.stdout, 'stdin line/from fd 4\n');
     t.match(
-      readdirSync(cache).filter((n) => n.startsWith('tether-client-')),
-      [/^tether-client-[0-9a-f]{16}\.node$/],
+      readdirSync(cache).filter((n) => n.startsWith('client-addon-')),
+      [/^client-addon-[0-9a-f]{16}\.node$/],
       "the addon was written, the older version's removed",
     );
-    t.notOk(existsSync(join(cache, 'tether-client-0123456789abcdef.node')));
+    t.notOk(existsSync(join(cache, 'client-addon-0123456789abcdef.node')));
     const status = spawnSync(TETHER, ['status'], { encoding: 'utf8', env });
     t.match(status.stdout, /^dev: tetherd /, status.stderr);
   },
