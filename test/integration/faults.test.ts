@@ -1,0 +1,146 @@
+// Faults in the middle of the two long things a run does, a write-back of a 300 MB file and a
+// 1 GiB stdout: the link cut and restored, a burst of loss, tetherd SIGKILLed, the client
+// SIGKILLed. A link that comes back loses nothing; a dead end is one line and exit 255; the
+// host file is never torn; no process of the run outlives it on the device.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { nodeOf, sleepers, waitFor } from '../lib/procs.ts';
+import { startDaemon, TETHER, type TestDaemon } from '../lib/tetherd.ts';
+
+const work = mkdtempSync('/var/tmp/tether-faults-');
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
+
+type Fault = 'link cut for 3 s' | '30% loss for 3 s' | 'tetherd SIGKILL' | 'client SIGKILL';
+const FAULTS: Fault[] = [
+  'link cut for 3 s',
+  '30% loss for 3 s',
+  'tetherd SIGKILL',
+  'client SIGKILL',
+];
+/** The faults a connection lives through: the run must end as if nothing happened. */
+const SURVIVED = new Set<Fault>(['link cut for 3 s', '30% loss for 3 s']);
+
+const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: 'ignore' });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function inject(fault: Fault, d: TestDaemon, clientPid: number): Promise<void> {
+  const ifc = d.device.hostIf;
+  switch (fault) {
+    case 'link cut for 3 s':
+      sh('ip', ['link', 'set', ifc, 'down']);
+      await sleep(3000);
+      sh('ip', ['link', 'set', ifc, 'up']);
+      return;
+    case '30% loss for 3 s': {
+      const rules = [
+        ['INPUT', '-i', ifc],
+        ['OUTPUT', '-o', ifc],
+      ];
+      const drop = ['-m', 'statistic', '--mode', 'random', '--probability', '0.3', '-j', 'DROP'];
+      for (const [chain, ...m] of rules) sh('iptables', ['-I', chain!, ...m, ...drop]);
+      await sleep(3000);
+      for (const [chain, ...m] of rules) sh('iptables', ['-D', chain!, ...m, ...drop]);
+      return;
+    }
+    case 'tetherd SIGKILL':
+      process.kill(nodeOf(d.proc.pid!), 'SIGKILL');
+      return;
+    case 'client SIGKILL':
+      // The whole client (launcher and Node CLI), as a terminal's kill of its job would.
+      process.kill(-clientPid, 'SIGKILL');
+      return;
+  }
+}
+
+interface Ended {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  bytes: number;
+  stderr: string;
+}
+
+/** Starts `tether run` in a process group of its own, counting (not keeping) its stdout. */
+function start(
+  d: TestDaemon,
+  args: string[],
+): { pid: number; bytes: () => number; ended: Promise<Ended> } {
+  const child = spawn(TETHER, args, {
+    env: d.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let bytes = 0;
+  let stderr = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    bytes += c.length;
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const ended = new Promise<Ended>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, bytes, stderr })),
+  );
+  return { pid: child.pid!, bytes: () => bytes, ended };
+}
+
+/** What every fault must leave: no run process on the device, and a clean end or one line. */
+async function checkEnd(t: Test, fault: Fault, r: Ended, marker: string): Promise<void> {
+  if (fault === 'client SIGKILL') t.equal(r.signal, 'SIGKILL', 'the client was killed');
+  else if (SURVIVED.has(fault)) t.equal(r.code, 0, `the run went through: ${r.stderr.trim()}`);
+  else {
+    t.equal(r.code, 255, 'exit 255');
+    t.match(r.stderr, /^tether: [^\n]+\n$/, `one line: ${JSON.stringify(r.stderr)}`);
+  }
+  t.ok(
+    await waitFor(() => sleepers(marker).length === 0, 15_000),
+    'no run process is left on the device',
+  );
+}
+
+let n = 0;
+
+for (const fault of FAULTS) {
+  t.test(`${fault} in the middle of a 300 MB write-back`, async (t) => {
+    const d = await startDaemon();
+    t.teardown(() => d.stop());
+    const dir = mkdtempSync(join(work, 'wb-'));
+    const big = join(dir, 'big');
+    writeFileSync(big, 'the old content\n');
+    const size = 300_000_000;
+    const marker = `86400.${process.pid}${++n}`;
+    // The sleeper stands for the run's processes: only the run's end may take it.
+    const script = `sleep ${marker} & head -c ${size} /dev/zero | tr '\\0' a > big; kill $!`;
+    const run = start(d, ['run', '--view', '-C', dir, 'sh', '-c', script]);
+    const tmp = () => readdirSync(dir).some((x) => x.startsWith('.big.tether-'));
+    t.ok(await waitFor(tmp, 120_000, 5), 'the write-back began');
+    await inject(fault, d, run.pid);
+    const r = await run.ended;
+    await checkEnd(t, fault, r, marker);
+    const st = statSync(big);
+    const content = readFileSync(big);
+    const old = content.toString() === 'the old content\n';
+    const whole = st.size === size && !content.includes(0) && !content.includes('t'.charCodeAt(0));
+    if (SURVIVED.has(fault)) t.ok(whole, `the new content, whole (${st.size} bytes)`);
+    else t.ok(old || whole, `the host file is the old one or the new one whole (${st.size} bytes)`);
+    const left = readdirSync(dir).filter((x) => x !== 'big');
+    // A client killed outright cannot remove the new file it was filling (its name says whose).
+    if (fault !== 'client SIGKILL') t.same(left, [], 'no new file left beside it');
+    else t.comment(`left beside it: ${JSON.stringify(left)}`);
+  });
+
+  t.test(`${fault} in the middle of a 1 GiB stdout`, async (t) => {
+    const d = await startDaemon();
+    t.teardown(() => d.stop());
+    const size = 2 ** 30;
+    const marker = `86400.${process.pid}${++n}`;
+    const script = `sleep ${marker} & head -c ${size} /dev/zero; kill $!`;
+    const run = start(d, ['run', 'sh', '-c', script]);
+    t.ok(await waitFor(() => run.bytes() > 100 * 2 ** 20, 120_000, 5), '100 MiB arrived');
+    await inject(fault, d, run.pid);
+    const r = await run.ended;
+    await checkEnd(t, fault, r, marker);
+    if (SURVIVED.has(fault)) t.equal(r.bytes, size, 'every byte arrived');
+  });
+}
