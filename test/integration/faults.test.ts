@@ -101,10 +101,18 @@ async function checkEnd(t: Test, fault: Fault, r: Ended, marker: string): Promis
 
 let n = 0;
 
+/** A test device whose client waits 30 s for a silent link (the tests' own config says 3 s). */
+async function device(t: Test): Promise<TestDaemon> {
+  const d = await startDaemon();
+  t.teardown(() => d.stop());
+  const config = join(d.home, 'config');
+  writeFileSync(config, readFileSync(config, 'utf8').replace(/idletimeout \d+/, 'idletimeout 30'));
+  return d;
+}
+
 for (const fault of FAULTS) {
   t.test(`${fault} in the middle of a 300 MB write-back`, async (t) => {
-    const d = await startDaemon();
-    t.teardown(() => d.stop());
+    const d = await device(t);
     const dir = mkdtempSync(join(work, 'wb-'));
     const big = join(dir, 'big');
     writeFileSync(big, 'the old content\n');
@@ -131,8 +139,7 @@ for (const fault of FAULTS) {
   });
 
   t.test(`${fault} in the middle of a 1 GiB stdout`, async (t) => {
-    const d = await startDaemon();
-    t.teardown(() => d.stop());
+    const d = await device(t);
     const size = 2 ** 30;
     const marker = `86400.${process.pid}${++n}`;
     const script = `sleep ${marker} & head -c ${size} /dev/zero; kill $!`;

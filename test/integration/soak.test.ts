@@ -15,13 +15,14 @@ t.test('32 concurrent runs through one agent for 60 s', async (t) => {
   t.ok(last.daemonFds <= first.daemonFds, `tetherd fds ${first.daemonFds} → ${last.daemonFds}`);
   const mib = (b: number) => (b / 2 ** 20).toFixed(0);
   // A minute is still warm-up for the heaps (a 5-minute run: tetherd 258 MiB at 75 s, 284 at
-  // 200 s, 287 at 300 s), so the bound is what a leak of ~130 KiB a run would pass.
+  // 200 s, 287 at 300 s; +61 MiB in one CI minute), so the bound only catches a leak of
+  // ~170 KiB a run or more; scripts/soak.ts is the real measure.
   t.ok(
-    last.agentRss < first.agentRss + 64 * 2 ** 20,
+    last.agentRss < first.agentRss + 96 * 2 ** 20,
     `agent RSS ${mib(first.agentRss)} → ${mib(last.agentRss)} MiB`,
   );
   t.ok(
-    last.daemonRss < first.daemonRss + 64 * 2 ** 20,
+    last.daemonRss < first.daemonRss + 96 * 2 ** 20,
     `tetherd RSS ${mib(first.daemonRss)} → ${mib(last.daemonRss)} MiB`,
   );
 });
