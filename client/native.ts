@@ -1,5 +1,5 @@
-// Loader of the client's addon (client/native/: receiving fds, openat2), built by npm ci or
-// carried by the single executable.
+// Loader of the client's addon (client/native/: receiving fds, openat2, xattrs), built by npm ci
+// or carried by the single executable.
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,8 @@ export interface Received {
 interface Addon {
   recvFds(fd: number, maxBytes: number): Received | null;
   openBeneath(dirfd: number, path: string, flags: number, mode: number): number;
+  xattrs(path: string): [string, Buffer][] | number;
+  setXattr(fd: number, name: string, value: Buffer): number;
 }
 
 // Same depth from client/ (sources) and dist/ (bundle).
@@ -47,6 +49,23 @@ const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([k, v]) => [v, 
 export function openBeneath(dirfd: number, path: string, flags: number, mode = 0): number {
   const r = load().openBeneath(dirfd, path, flags, mode);
   if (r >= 0) return r;
+  throw errnoError(`openat2 ${path}`, r);
+}
+
+function errnoError(what: string, r: number): Error {
   const code = ERRNO_NAMES.get(-r) ?? 'EIO';
-  throw Object.assign(new Error(`openat2 ${path}: ${code}`), { code, errno: r });
+  return Object.assign(new Error(`${what}: ${code}`), { code, errno: r });
+}
+
+/** The extended attributes of `path` itself (not followed if a symlink), names and values. */
+export function xattrs(path: string): [string, Buffer][] {
+  const r = load().xattrs(path);
+  if (typeof r === 'number') throw errnoError(`listxattr ${path}`, r);
+  return r;
+}
+
+/** fsetxattr(fd, name, value); throws with the errno name as `code`. */
+export function setXattr(fd: number, name: string, value: Buffer): void {
+  const r = load().setXattr(fd, name, value);
+  if (r < 0) throw errnoError(`setxattr ${name}`, r);
 }

@@ -52,6 +52,7 @@ import {
   type ViewRequest,
   type ViewStat,
 } from '../transport/view.ts';
+import { setXattr, xattrs } from './native.ts';
 import {
   type EntryErrors,
   type HostEntry,
@@ -360,6 +361,28 @@ process.once('exit', () => {
 });
 
 /**
+ * The old file's extended attributes (its ACLs among them) onto its replacement, each one this
+ * process may set: a user's own file keeps its user.* ones and ACLs; security.* and trusted.*
+ * ones need privileges a client seldom has, and stay behind.
+ */
+function copyXattrs(from: string, fd: number): void {
+  let list: [string, Buffer][];
+  try {
+    list = xattrs(from);
+  } catch {
+    // A filesystem without them.
+    return;
+  }
+  for (const [name, value] of list) {
+    try {
+      setXattr(fd, name, value);
+    } catch {
+      // Not this process's to set.
+    }
+  }
+}
+
+/**
  * Opens what a write-back of the pinned file (attributes `st`) writes to: a new file beside it,
  * if it may. The pin is the replacement's until it is done or dropped.
  */
@@ -377,6 +400,7 @@ async function startReplacement(
     try {
       await fh.chown(Number(st.uid), Number(st.gid));
       await fh.chmod(Number(st.mode & 0o7777n));
+      copyXattrs(host, fh.fd);
       return { pin, tmp, fh, size, written: 0 };
     } catch {
       // Not ours to give away (a file of another user we may write): in place after all.

@@ -1,26 +1,33 @@
 // Faults in the middle of the two long things a run does, a write-back of a 300 MB file and a
-// 1 GiB stdout: the link cut and restored, a burst of loss, tetherd SIGKILLed, the client
+// 1 GiB stdout: the link cut and restored, a burst of loss, a delay spike, tetherd SIGKILLed, the client
 // SIGKILLed. A link that comes back loses nothing; a dead end is one line and exit 255; the
 // host file is never torn; no process of the run outlives it on the device.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import { DELAYLINE, ensureDelayline, waitReady } from '../lib/device.ts';
 import { nodeOf, sleepers, waitFor } from '../lib/procs.ts';
 import { startDaemon, TETHER, type TestDaemon } from '../lib/tetherd.ts';
 
 const work = mkdtempSync('/var/tmp/tether-faults-');
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
 
-type Fault = 'link cut for 3 s' | '30% loss for 3 s' | 'tetherd SIGKILL' | 'client SIGKILL';
+type Fault =
+  | 'link cut for 3 s'
+  | '30% loss for 3 s'
+  | '500 ms delay for 3 s'
+  | 'tetherd SIGKILL'
+  | 'client SIGKILL';
 const FAULTS: Fault[] = [
   'link cut for 3 s',
   '30% loss for 3 s',
+  '500 ms delay for 3 s',
   'tetherd SIGKILL',
   'client SIGKILL',
 ];
 /** The faults a connection lives through: the run must end as if nothing happened. */
-const SURVIVED = new Set<Fault>(['link cut for 3 s', '30% loss for 3 s']);
+const SURVIVED = new Set<Fault>(['link cut for 3 s', '30% loss for 3 s', '500 ms delay for 3 s']);
 
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: 'ignore' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -39,9 +46,26 @@ async function inject(fault: Fault, d: TestDaemon, clientPid: number): Promise<v
         ['OUTPUT', '-o', ifc],
       ];
       const drop = ['-m', 'statistic', '--mode', 'random', '--probability', '0.3', '-j', 'DROP'];
-      for (const [chain, ...m] of rules) sh('iptables', ['-I', chain!, ...m, ...drop]);
+      for (const [chain, ...m] of rules) sh('iptables-legacy', ['-w', '-I', chain!, ...m, ...drop]);
       await sleep(3000);
-      for (const [chain, ...m] of rules) sh('iptables', ['-D', chain!, ...m, ...drop]);
+      for (const [chain, ...m] of rules) sh('iptables-legacy', ['-w', '-D', chain!, ...m, ...drop]);
+      return;
+    }
+    case '500 ms delay for 3 s': {
+      // A second delay line in the device's namespace takes what the device receives.
+      ensureDelayline();
+      const line = d.device.exec([DELAYLINE, '1', '500'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      await waitReady(line, 'delayline (spike)');
+      const rule = (op: string) => [
+        ...['netns', 'exec', d.device.ns, 'iptables-legacy', '-w', '-t', 'mangle', op],
+        ...['PREROUTING', '-i', d.device.devIf, '-j', 'NFQUEUE', '--queue-num', '1'],
+      ];
+      sh('ip', rule('-I'));
+      await sleep(3000);
+      sh('ip', rule('-D'));
+      // What it holds goes out before it stops.
+      await sleep(1000);
+      line.kill();
       return;
     }
     case 'tetherd SIGKILL':
@@ -145,9 +169,21 @@ for (const fault of FAULTS) {
     const script = `sleep ${marker} & head -c ${size} /dev/zero; kill $!`;
     const run = start(d, ['run', 'sh', '-c', script]);
     t.ok(await waitFor(() => run.bytes() > 100 * 2 ** 20, 120_000, 5), '100 MiB arrived');
+    // The rate before and while the fault holds: proof that it took hold.
+    const b0 = run.bytes();
+    const t0 = Date.now();
+    await sleep(1000);
+    const b1 = run.bytes();
+    const t1 = Date.now();
     await inject(fault, d, run.pid);
+    const before = (b1 - b0) / (t1 - t0);
+    const during = (run.bytes() - b1) / (Date.now() - t1);
     const r = await run.ended;
     await checkEnd(t, fault, r, marker);
-    if (SURVIVED.has(fault)) t.equal(r.bytes, size, 'every byte arrived');
+    if (SURVIVED.has(fault)) {
+      t.equal(r.bytes, size, 'every byte arrived');
+      const mbs = (x: number) => (x / 1000).toFixed(1);
+      t.ok(during < before / 2, `the fault slowed it: ${mbs(before)} → ${mbs(during)} MB/s`);
+    }
   });
 }

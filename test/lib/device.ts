@@ -60,7 +60,7 @@ export interface Device {
 }
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const DELAYLINE = `${ROOT}build/delayline`;
+export const DELAYLINE = `${ROOT}build/delayline`;
 // Subnet claims: one file per /30 index, holding the owner's namespace name.
 // /run is a tmpfs, so a reboot forgets them together with the namespaces.
 const CLAIMS = '/run/tether-test-devices';
@@ -207,7 +207,7 @@ function claimSubnet(ns: string, seq: number): { idx: number; claim: string } {
   throw new Error('no free 10.213.0.0/16 subnet for a test device');
 }
 
-function ensureDelayline(): void {
+export function ensureDelayline(): void {
   execFileSync('sh', [`${ROOT}scripts/build-delayline.sh`], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -215,7 +215,7 @@ function ensureDelayline(): void {
 
 // Resolves once the delay line has bound its queue. From then on it must not
 // keep the test process alive: the 'exit' handler cleans up a forgotten device.
-function waitReady(child: ChildProcess, what: string): Promise<void> {
+export function waitReady(child: ChildProcess, what: string): Promise<void> {
   return new Promise((resolve, reject) => {
     let out = '';
     let err = '';

@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { type Duplex, duplexPair } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
+import { setXattr, xattrs } from '../../client/native.ts';
 import { type Mount, ViewError, ViewTable } from '../../client/view-resolve.ts';
 import { contentKey, ViewServer } from '../../client/view-server.ts';
 import { ErrorCode, TransportError } from '../../transport/errors.ts';
@@ -449,6 +450,9 @@ t.test(
     const s = f.server;
     const file = join(f.sys, 'file');
     chmodSync(file, 0o640);
+    const xfd = openSync(file, 'r');
+    setXattr(xfd, 'user.tether-test', Buffer.from('kept'));
+    closeSync(xfd);
     const before = statSync(file, { bigint: true });
     const old = readFileSync(file, 'utf8');
     const t0 = BigInt(Date.now() - 1000) * 1_000_000n;
@@ -477,6 +481,11 @@ t.test(
       [after.mode & 0o7777n, after.uid, after.gid],
       [0o640n, before.uid, before.gid],
       'mode and owner kept',
+    );
+    t.same(
+      xattrs(file).map(([k, v]) => [k, v.toString()]),
+      [['user.tether-test', 'kept']],
+      'extended attributes kept',
     );
     t.ok(after.mtimeNs >= t0, 'mtime from the host clock');
     t.match(r, { ok: true, key: contentKey(after), content: false, node: { path: '/file' } });
