@@ -166,11 +166,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
-    socket.on('error', (e: NodeJS.ErrnoException) =>
-      this.terminate(
-        new TransportError(ErrorCode.CONNECTION_LOST, `${e.code ?? 'error'}: ${e.message}`, true),
-      ),
-    );
+    socket.on('error', (e: NodeJS.ErrnoException) => {
+      // Node's own messages mostly name the code already ("read ECONNRESET"): once is enough.
+      const why = e.code && !e.message.includes(e.code) ? `${e.code}: ${e.message}` : e.message;
+      this.terminate(new TransportError(ErrorCode.CONNECTION_LOST, why || 'error', true));
+    });
     socket.on('close', () =>
       this.terminate(new TransportError(ErrorCode.CONNECTION_LOST, 'connection lost', true)),
     );

@@ -116,6 +116,7 @@ async function checkEnd(t: Test, fault: Fault, r: Ended, marker: string): Promis
   else {
     t.equal(r.code, 255, 'exit 255');
     t.match(r.stderr, /^tether: [^\n]+\n$/, `one line: ${JSON.stringify(r.stderr)}`);
+    t.notMatch(r.stderr, /(E[A-Z]+): .*\1/, 'its cause named once');
   }
   t.ok(
     await waitFor(() => sleepers(marker).length === 0, 15_000),

@@ -228,3 +228,18 @@ t.test('idle timeout closes a silent connection', async (t) => {
   clearTimeout(keep);
   t.equal((err as TransportError).code, ErrorCode.IDLE_TIMEOUT);
 });
+
+t.test('a socket error is the connection-lost reason, its code named once', async (t) => {
+  const [a] = duplexPair();
+  const conn = new Connection(a, { role: 'client' });
+  conn.ready().catch(() => {});
+  a.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+  await new Promise((r) => setImmediate(r));
+  t.equal(conn.closeError?.code, ErrorCode.CONNECTION_LOST);
+  t.match(conn.closeError?.message, /read ECONNRESET$/);
+  t.notMatch(
+    conn.closeError?.message,
+    /ECONNRESET.*ECONNRESET/,
+    'not "ECONNRESET: read ECONNRESET"',
+  );
+});
