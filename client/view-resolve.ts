@@ -200,6 +200,12 @@ export class ViewTable {
 
   /** Host paths never served (view-config.ts hiddenPaths): EACCES at them and below. */
   private readonly hidden: readonly string[];
+  /** Real paths of the mounts' roots: a root may be reached through host symlinks. */
+  private readonly realRoots = new Map<HostMount, string>();
+  /** Each host mount's root, held open (O_PATH) while the table serves: openat2's anchor. */
+  private readonly rootFds = new Map<HostMount, number>();
+  /** Whether this kernel has openat2 (5.6+); found out on first use. */
+  private beneath: boolean | null = null;
 
   /**
    * `openat2: false` takes the way kernels before 5.6 get (the open checked through
@@ -231,9 +237,6 @@ export class ViewTable {
     this.born = [Math.floor(now / 1000), (now % 1000) * 1e6];
   }
 
-  /** Real paths of the mounts' roots: a root may be reached through host symlinks. */
-  private readonly realRoots = new Map<HostMount, string>();
-
   private realOf(m: HostMount, host: string): string {
     let r = this.realRoots.get(m);
     if (r === undefined) {
@@ -246,11 +249,6 @@ export class ViewTable {
   private isHidden(host: string): boolean {
     return this.hidden.some((h) => host === h || host.startsWith(`${h}/`));
   }
-
-  /** Each host mount's root, held open (O_PATH) while the table serves: openat2's anchor. */
-  private readonly rootFds = new Map<HostMount, number>();
-  /** Whether this kernel has openat2 (5.6+); found out on first use. */
-  private beneath: boolean | null = null;
 
   /** Lets go of the mount roots (a later request opens them again). */
   close(): void {
@@ -334,16 +332,31 @@ export class ViewTable {
     return pin;
   }
 
-  /** `n` with its lstat taken again from the file openEntry reaches: only one inside answers. */
-  checked(n: HostNode): HostNode {
-    const fd = this.openEntry(n.mount, n.host, O_PATH | constants.O_NOFOLLOW);
+  /**
+   * Runs `fn` on the entry openEntry reaches, through /proc/self/fd of an O_PATH fd of it, so
+   * a call that follows links (chmod, access) acts on that very inode. ENOENT if it is not
+   * `st`'s inode (swapped since the walk), or, without `st`, if it is a symlink.
+   */
+  onEntry<T>(
+    m: HostMount,
+    host: string,
+    st: BigIntStats | null,
+    fn: (path: string, now: BigIntStats) => T,
+  ): T {
+    const fd = this.openEntry(m, host, O_PATH | constants.O_NOFOLLOW);
     try {
-      const st = fstatSync(fd, { bigint: true });
-      if (st.dev !== n.st.dev || st.ino !== n.st.ino) throw new ViewError('ENOENT');
-      return { ...n, st };
+      const now = fstatSync(fd, { bigint: true });
+      if (st ? now.dev !== st.dev || now.ino !== st.ino : now.isSymbolicLink())
+        throw new ViewError('ENOENT');
+      return fn(`/proc/self/fd/${fd}`, now);
     } finally {
       closeSync(fd);
     }
+  }
+
+  /** `n` with its lstat taken again from the file openEntry reaches: only one inside answers. */
+  checked(n: HostNode): HostNode {
+    return this.onEntry(n.mount, n.host, n.st, (_, st) => ({ ...n, st }));
   }
 
   mountOf(path: string): Mount {

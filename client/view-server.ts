@@ -58,7 +58,6 @@ import {
   type HostEntry,
   type HostNode,
   type Mount,
-  O_PATH,
   type Pin,
   type Resolved,
   ViewError,
@@ -221,38 +220,22 @@ async function lstatOrNull(host: string): Promise<BigIntStats | null> {
 
 /** The error for creating over `e` when the mount is read-only: an existing name wins. */
 async function readOnlyCreate(table: ViewTable, e: HostEntry): Promise<never> {
-  const there = await using(table.pin(e.mount, e.host), (p) => lstatOrNull(p.at));
+  const there = await withPin(table.pin(e.mount, e.host), (p) => lstatOrNull(p.at));
   throw new ViewError(there ? 'EEXIST' : 'EROFS');
 }
 
 /** A trailing slash on a name to create: only a directory may carry one. */
 async function slashCreate(table: ViewTable, e: HostEntry): Promise<never> {
-  const there = await using(table.pin(e.mount, e.host), (p) => lstatOrNull(p.at));
+  const there = await withPin(table.pin(e.mount, e.host), (p) => lstatOrNull(p.at));
   throw new ViewError(there ? 'EEXIST' : 'ENOENT');
 }
 
 /** Runs `fn` on `pin`'s paths and releases it after. */
-async function using<T>(pin: Pin, fn: (pin: Pin) => T | Promise<T>): Promise<T> {
+async function withPin<T>(pin: Pin, fn: (pin: Pin) => T | Promise<T>): Promise<T> {
   try {
     return await fn(pin);
   } finally {
     pin.close();
-  }
-}
-
-/**
- * Runs `fn` on the non-symlink at `at` (a pinned path), through an O_PATH fd of it, so a call
- * that follows links (chmod, access) acts on that very file: ENOENT if it is no longer `st`'s.
- */
-function onFile<T>(at: string, st: BigIntStats | null, fn: (path: string) => T): T {
-  const fd = openSync(at, O_PATH | O_NOFOLLOW);
-  try {
-    const now = fstatSync(fd, { bigint: true });
-    if (st && (now.dev !== st.dev || now.ino !== st.ino)) throw new ViewError('ENOENT');
-    if (now.isSymbolicLink()) throw new ViewError('ENOENT');
-    return fn(`/proc/${process.pid}/fd/${fd}`);
-  } finally {
-    closeSync(fd);
   }
 }
 
@@ -561,7 +544,7 @@ export class ViewServer {
     if (n.where === 'glue' || !n.st.isSymbolicLink()) throw new ViewError('EINVAL');
     return done({
       ok: true,
-      target: await using(this.table.pin(n.mount, n.host), (p) => readlinkSync(p.at)),
+      target: await withPin(this.table.pin(n.mount, n.host), (p) => readlinkSync(p.at)),
     });
   }
 
@@ -623,9 +606,7 @@ export class ViewServer {
       if (flags.includes('directory')) throw new ViewError('ENOTDIR');
       const read = !write || flags.includes('read');
       const mode = (write ? W_OK : 0) | (read ? R_OK : 0);
-      await using(this.table.pin(n.mount, n.host), (p) =>
-        onFile(p.at, n.st, (path) => accessSync(path, mode)),
-      );
+      this.table.onEntry(n.mount, n.host, n.st, (path) => accessSync(path, mode));
       return done({ ok: true, node: viewNode(n), key: contentKey(n.st), content: false });
     }
     const fd = this.table.openEntry(n.mount, n.host, hostFlags(flags));
@@ -759,7 +740,7 @@ export class ViewServer {
     r.written = req.offset + req.data.length;
     if (r.written < r.size) return done({ ok: true });
     this.replacing.delete(n.host);
-    const st = await using(r.pin, async (pin) => {
+    const st = await withPin(r.pin, async (pin) => {
       await r.fh.close();
       if (r.tmp !== null) {
         await rename(r.tmp, pin.at);
@@ -804,9 +785,7 @@ export class ViewServer {
       if (req.mode > 7) throw new ViewError('EINVAL');
       return done({ ok: true });
     }
-    await using(this.table.pin(n.mount, n.host), (p) =>
-      onFile(p.at, st, (path) => accessSync(path, req.mode)),
-    );
+    this.table.onEntry(n.mount, n.host, st, (path) => accessSync(path, req.mode));
     return done({ ok: true });
   }
 
@@ -814,11 +793,9 @@ export class ViewServer {
     const e = await this.table.resolveParent(req.path, EEXIST);
     if (e.where === 'device') return done({ ok: true, device: e.path });
     if (e.mount.readonly) return readOnlyCreate(this.table, e);
-    await using(this.table.pin(e.mount, e.host), async (p) => {
-      await mkdir(p.at, { mode: req.mode & 0o7777 });
-      // The device applied the program's umask; this process's own must not apply too.
-      onFile(p.at, null, (path) => chmodSync(path, req.mode & 0o7777));
-    });
+    await withPin(this.table.pin(e.mount, e.host), (p) => mkdir(p.at, { mode: req.mode & 0o7777 }));
+    // The device applied the program's umask; this process's own must not apply too.
+    this.table.onEntry(e.mount, e.host, null, (path) => chmodSync(path, req.mode & 0o7777));
     return done({ ok: true, changed: [e.path] });
   }
 
@@ -834,7 +811,7 @@ export class ViewServer {
     if (e.slash) return slashCreate(this.table, e);
     if (e.mount.readonly) return readOnlyCreate(this.table, e);
     const perm = req.mode & 0o7777;
-    await using(this.table.pin(e.mount, e.host), async (p) => {
+    await withPin(this.table.pin(e.mount, e.host), async (p) => {
       if (type === S_IFIFO) {
         if (await lstatOrNull(p.at)) throw new ViewError('EEXIST');
         // The mode comes with the program's umask applied; mkfifo -m takes it as it is.
@@ -852,7 +829,7 @@ export class ViewServer {
     const e = await this.table.resolveParent(req.path, EISDIR);
     if (e.where === 'device') return done({ ok: true, device: e.path });
     if (e.mount.readonly) throw new ViewError('EROFS');
-    await using(this.table.pin(e.mount, e.host), async (p) => {
+    await withPin(this.table.pin(e.mount, e.host), async (p) => {
       if (e.slash) {
         const st = await lstat(p.at);
         throw new ViewError(st.isDirectory() ? 'EISDIR' : 'ENOTDIR');
@@ -866,7 +843,7 @@ export class ViewServer {
     const e = await this.table.resolveParent(req.path, RMDIR);
     if (e.where === 'device') return done({ ok: true, device: e.path });
     if (e.mount.readonly) throw new ViewError('EROFS');
-    await using(this.table.pin(e.mount, e.host), (p) => rmdir(p.at));
+    await withPin(this.table.pin(e.mount, e.host), (p) => rmdir(p.at));
     return done({ ok: true, changed: [e.path] });
   }
 
@@ -882,8 +859,8 @@ export class ViewServer {
     // Node has no renameat2: the exchange cannot be atomic, so it is refused as by a filesystem
     // without RENAME_EXCHANGE.
     if (req.exchange) throw new ViewError('EINVAL');
-    await using(this.table.pin(a.mount, a.host), (pa) =>
-      using(this.table.pin(b.mount, b.host), async (pb) => {
+    await withPin(this.table.pin(a.mount, a.host), (pa) =>
+      withPin(this.table.pin(b.mount, b.host), async (pb) => {
         const st = await lstat(pa.at);
         if (!st.isDirectory() && (a.slash || b.slash)) throw new ViewError('ENOTDIR');
         // Under the exclusive lock no other request can create `to` in between.
@@ -903,8 +880,8 @@ export class ViewServer {
     if (to.slash) return slashCreate(this.table, to);
     if (to.mount.readonly) return readOnlyCreate(this.table, to);
     // link(2) does not follow a symlink it is given: the walk's node is what gets the new name.
-    await using(this.table.pin(from.mount, from.host), (pf) =>
-      using(this.table.pin(to.mount, to.host), (pt) => link(pf.at, pt.at)),
+    await withPin(this.table.pin(from.mount, from.host), (pf) =>
+      withPin(this.table.pin(to.mount, to.host), (pt) => link(pf.at, pt.at)),
     );
     return done({ ok: true, changed: [from.path, to.path] });
   }
@@ -915,7 +892,7 @@ export class ViewServer {
     if (e.slash) return slashCreate(this.table, e);
     if (e.mount.readonly) return readOnlyCreate(this.table, e);
     // The target is kept as given: it is a view path, resolved in the view when followed.
-    await using(this.table.pin(e.mount, e.host), (p) => symlink(req.target, p.at));
+    await withPin(this.table.pin(e.mount, e.host), (p) => symlink(req.target, p.at));
     return done({ ok: true, changed: [e.path] });
   }
 
@@ -924,9 +901,7 @@ export class ViewServer {
     if (typeof n === 'string') return done({ ok: true, device: n });
     // Linux cannot change a symlink's mode (fchmodat2 with AT_SYMLINK_NOFOLLOW says so).
     if (n.st.isSymbolicLink()) throw new ViewError('EOPNOTSUPP');
-    await using(this.table.pin(n.mount, n.host), (p) =>
-      onFile(p.at, n.st, (path) => chmodSync(path, req.mode & 0o7777)),
-    );
+    this.table.onEntry(n.mount, n.host, n.st, (path) => chmodSync(path, req.mode & 0o7777));
     return done({ ok: true, changed: [n.path] });
   }
 
@@ -934,7 +909,7 @@ export class ViewServer {
     const n = await this.writable(req.path, req.follow);
     if (typeof n === 'string') return done({ ok: true, device: n });
     // lchown: the walk left either a non-link or the link itself to change.
-    await using(this.table.pin(n.mount, n.host), (p) => lchown(p.at, req.uid, req.gid));
+    await withPin(this.table.pin(n.mount, n.host), (p) => lchown(p.at, req.uid, req.gid));
     return done({ ok: true, changed: [n.path] });
   }
 
@@ -946,7 +921,7 @@ export class ViewServer {
     const n = await this.writable(req.path, req.follow);
     if (typeof n === 'string') return done({ ok: true, device: n });
     // lutimes and touch -h: the pinned name is changed, never followed.
-    await using(this.table.pin(n.mount, n.host), (p) => setTimes(p.at, req.atime, req.mtime));
+    await withPin(this.table.pin(n.mount, n.host), (p) => setTimes(p.at, req.atime, req.mtime));
     return done({ ok: true, changed: [n.path] });
   }
 
@@ -957,7 +932,7 @@ export class ViewServer {
     if (n.mount.readonly) throw new ViewError('EROFS');
     if (!n.st.isFile()) throw new ViewError('EINVAL');
     // truncate(2) needs write permission only; Node's truncate() would open for reading too.
-    const fh = await using(this.table.pin(n.mount, n.host), (p) =>
+    const fh = await withPin(this.table.pin(n.mount, n.host), (p) =>
       open(p.at, O_WRONLY | O_NOFOLLOW),
     );
     try {
@@ -972,7 +947,7 @@ export class ViewServer {
     const n = await this.table.resolve(req.path, { follow: true });
     if (n.where === 'device') return done({ ok: true, device: n.path });
     const host = n.where === 'glue' ? n.mount.host : n.host;
-    const s = await using(this.table.pin(n.mount, host), (p) => statfs(p.at, { bigint: true }));
+    const s = await withPin(this.table.pin(n.mount, host), (p) => statfs(p.at, { bigint: true }));
     const bsize = Number(s.bsize);
     return done({
       ok: true,
@@ -1003,7 +978,7 @@ async function listHost(
   skip: ReadonlySet<string>,
 ): Promise<DirEntry[]> {
   if (!n.st.isDirectory()) throw new ViewError('ENOTDIR');
-  return using(table.pinDir(n), (pin) => listPinned(pin.dir, skip));
+  return withPin(table.pinDir(n), (pin) => listPinned(pin.dir, skip));
 }
 
 async function listPinned(dir: string, skip: ReadonlySet<string>): Promise<DirEntry[]> {

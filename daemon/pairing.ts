@@ -45,9 +45,12 @@ function read(state: State): PairingFile | null {
   }
 }
 
-export function pairingOpen(state: State): boolean {
-  const p = read(state);
+function isOpen(p: PairingFile | null): p is PairingFile {
   return p !== null && p.expires > Date.now() && p.attempts < MAX_ATTEMPTS;
+}
+
+export function pairingOpen(state: State): boolean {
+  return isOpen(read(state));
 }
 
 /** An attempt under way: the answer to the client's start, and the check of its finish. */
@@ -68,7 +71,7 @@ export async function startPairing(
   ids: PakeIds,
 ): Promise<PairingAttempt | { error: string }> {
   const p = read(state);
-  if (!p || p.expires <= Date.now() || p.attempts >= MAX_ATTEMPTS) return { error: NOT_OPEN };
+  if (!isOpen(p)) return { error: NOT_OPEN };
   write(state, { ...p, attempts: p.attempts + 1 });
   const pake = await deviceStart(p.code, ke1, ids);
   return {

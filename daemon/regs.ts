@@ -20,16 +20,21 @@ export interface RegChange {
 
 const HOST = abiForNodeArch(process.arch);
 
-/** Changes registers of a tracee stopped in a syscall whose AUDIT_ARCH is `auditArch`. */
-export function applyRegs(tid: number, auditArch: number, change: RegChange): void {
-  const { nr, args, result } = change;
-  let regs = native.getRegset(tid, NT_PRSTATUS, 1024);
-  // The layout depends on the tracee (a 32-bit program gets the 32-bit regset) and its call.
-  const abi: ArchAbi | undefined = HOST && abiForStop(HOST, auditArch, regs.length);
+/** The layout of `regs`: it depends on the tracee (a 32-bit program gets the 32-bit regset) and its call. */
+function layoutOf(regs: Buffer, auditArch: number): ArchAbi {
+  const abi = HOST && abiForStop(HOST, auditArch, regs.length);
   if (!abi)
     throw new Error(
       `no register layout for arch 0x${auditArch.toString(16)} (${regs.length} bytes)`,
     );
+  return abi;
+}
+
+/** Changes registers of a tracee stopped in a syscall whose AUDIT_ARCH is `auditArch`. */
+export function applyRegs(tid: number, auditArch: number, change: RegChange): void {
+  const { nr, args, result } = change;
+  let regs = native.getRegset(tid, NT_PRSTATUS, 1024);
+  const abi = layoutOf(regs, auditArch);
   const nrInRegs = nr !== undefined && abi.syscallChange === 'regs';
   if (args?.size || result !== undefined || nrInRegs) {
     regs = Buffer.from(regs);
@@ -46,12 +51,6 @@ export function applyRegs(tid: number, auditArch: number, change: RegChange): vo
     b.writeInt32LE(nr);
     native.setRegset(tid, NT_ARM_SYSTEM_CALL, b);
   }
-}
-
-function layoutOf(regs: Buffer, auditArch: number): ArchAbi {
-  const abi = HOST && abiForStop(HOST, auditArch, regs.length);
-  if (!abi) throw new Error(`no register layout for arch 0x${auditArch.toString(16)}`);
-  return abi;
 }
 
 /** A stopped tracee's whole NT_PRSTATUS regset, to be put back with putBack(). */

@@ -314,7 +314,7 @@ export class Tracer {
       // A new process: its own copy of the parent's state (fork copies the cwd).
       proc = { ...parent.proc, pid: tid, pendingExe: null };
     }
-    const task = {
+    this.tasks.set(tid, {
       tid,
       proc,
       started: false,
@@ -322,8 +322,7 @@ export class Tracer {
       exitResult: null,
       lowTop: null,
       mapping: null,
-    };
-    this.tasks.set(tid, task);
+    });
   }
 
   private exec(task: Task): void {
