@@ -27,6 +27,8 @@ interface Info {
     misses: number;
     hitRate: number | null;
   } | null;
+  /** Redirected calls answered by the tracer's table without JavaScript, and its misses. */
+  fastAnswers?: { hits: number; misses: number } | null;
 }
 
 interface Run {

@@ -51,6 +51,16 @@ export interface Winsize {
   cols: number;
 }
 
+/** A table of answers the tracer's wait gives without JavaScript (daemon/native/answers.c). */
+export type AnswerTable = { readonly __answerTable: unique symbol };
+
+export interface AnswerStats {
+  entries: number;
+  bytes: number;
+  hits: number;
+  misses: number;
+}
+
 interface Addon {
   spawn(opts: SpawnOptions): number;
   waitpid(pid: number): ExitStatus | null;
@@ -72,7 +82,11 @@ interface Addon {
   readMem(pid: number, addr: bigint, len: number): Buffer;
   readString(pid: number, addr: bigint, max: number): Buffer | null;
   writeMem(pid: number, addr: bigint, data: Buffer): void;
-  waitStatus(pid: number): number | null;
+  waitStatus(pid: number, answers?: AnswerTable | null): number | null;
+  answersCreate(arch: number, specs: Buffer, maxEntries: number, maxBytes: number): AnswerTable;
+  answersSet(table: AnswerTable, key: Buffer, ret: number, data: Buffer | null): void;
+  answersClear(table: AnswerTable): void;
+  answersStats(table: AnswerTable): AnswerStats;
   inotifyInit(): number;
   inotifyAddWatch(fd: number, path: string, mask: number): number;
   inotifyRmWatch(fd: number, wd: number): void;
@@ -134,8 +148,32 @@ export const readMem: (pid: number, addr: bigint, len: number) => Buffer = addon
 export const readString: (pid: number, addr: bigint, max: number) => Buffer | null =
   addon.readString;
 export const writeMem: (pid: number, addr: bigint, data: Buffer) => void = addon.writeMem;
-/** Raw wait status of exactly this pid or thread (__WALL, WNOHANG), or null. */
-export const waitStatus: (pid: number) => number | null = addon.waitStatus;
+/**
+ * Raw wait status of exactly this pid or thread (__WALL, WNOHANG), or null. With `answers`,
+ * a seccomp stop the table answers is resumed at once and reported as -1.
+ */
+export const waitStatus: (pid: number, answers?: AnswerTable | null) => number | null =
+  addon.waitStatus;
+/**
+ * A table for calls of AUDIT_ARCH `arch`: `specs` holds 7 signed bytes per syscall number
+ * (class, path, buf, flags, mode and size argument, follow), class 0 for calls it never
+ * answers. It starts over empty when maxEntries or maxBytes would be passed.
+ */
+export const answersCreate: (
+  arch: number,
+  specs: Buffer,
+  maxEntries: number,
+  maxBytes: number,
+) => AnswerTable = addon.answersCreate;
+/** Keeps an answer: `ret` for the call, `data` written at its buffer argument. */
+export const answersSet: (
+  table: AnswerTable,
+  key: Buffer,
+  ret: number,
+  data: Buffer | null,
+) => void = addon.answersSet;
+export const answersClear: (table: AnswerTable) => void = addon.answersClear;
+export const answersStats: (table: AnswerTable) => AnswerStats = addon.answersStats;
 /** A non-blocking, close-on-exec inotify fd; events are read with inotifyRead. */
 export const inotifyInit: () => number = addon.inotifyInit;
 export const inotifyAddWatch: (fd: number, path: string, mask: number) => number =

@@ -30,6 +30,7 @@ import type { ContentCache } from './cache.ts';
 import { type Walked, walkDevice } from './device-walk.ts';
 import type { ExecLinks } from './exec-links.ts';
 import { prepareExec } from './exec-view.ts';
+import { FastAnswers } from './fast-answers.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import { fdPos, fdTarget, umaskOf } from './procfs.ts';
@@ -118,6 +119,10 @@ export class Redirector {
    * lgetxattr and getxattr about each file, a loop of programs opens the same inputs.
    */
   private readonly recent = new RecentAnswers();
+  /** Answers the tracer's wait repeats without JavaScript (daemon/fast-answers.ts). */
+  readonly fast = new FastAnswers();
+  /** Stops whose answer the fast path may repeat: their path as written. */
+  private readonly fastFit = new WeakMap<SyscallStop, string>();
   /** Path arguments per stop, for trace logs. */
   private readonly pathsRead = new WeakMap<SyscallStop, string[]>();
   /** The run's process whose first execve starts the program: `tether run` searches as execvp. */
@@ -191,6 +196,8 @@ export class Redirector {
   }
 
   private traced(s: SyscallStop, action: Action, waited: boolean): Action {
+    const raw = this.fastFit.get(s);
+    if (raw !== undefined) this.fast.remember(s, raw, action);
     if (this.run.log.isLevelEnabled('trace')) {
       const a = action.kind === 'return' ? String(action.value) : action.kind;
       const paths = this.pathsRead.get(s);
@@ -200,6 +207,20 @@ export class Redirector {
       );
     }
     return action;
+  }
+
+  /**
+   * Marks a stop whose answer only depends on its path as written for the rest of the run,
+   * so the fast path may repeat it: an absolute path in a read-only mount that the walk left
+   * as it was (no device directory, no /proc link on the way).
+   */
+  fastFits(s: SyscallStop, raw: string, at: Walked): void {
+    if (at.kind === 'view' && at.path === raw && this.fast.covers(s) && this.mountOf(raw).readonly)
+      this.fastFit.set(s, raw);
+  }
+
+  fastUnfit(s: SyscallStop): void {
+    this.fastFit.delete(s);
   }
 
   // ---- paths ----
@@ -878,9 +899,13 @@ function doStat(
   // A socket this run bound at a host path is on the device only.
   const socket = r.boundSocket(at.path);
   if (socket !== null) return r.rewrite(s, [[pathIdx, socket]]);
-  return then(r.lookup(at.path, follow), (node) =>
-    node.where === 'device' ? r.rewrite(s, [[pathIdx, node.path]]) : write(node.st),
-  );
+  r.fastFits(s, raw, at);
+  return then(r.lookup(at.path, follow), (node) => {
+    if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
+    // A symlink into a writable mount: that answer is only kept for a moment.
+    if (!r.mountOf(node.path).readonly) r.fastUnfit(s);
+    return write(node.st);
+  });
 }
 
 function fdStatAction(
@@ -958,7 +983,10 @@ function doReadlink(
     const t = r.procLinkTarget(s.proc, at.pid, at.which);
     if (t === null) return pass;
     target = t;
-  } else target = r.readlink(at.path);
+  } else {
+    r.fastFits(s, raw, at);
+    target = r.readlink(at.path);
+  }
   return then(target, (t) => {
     if (typeof t !== 'string') return r.rewrite(s, [[pathIdx, t.device]]);
     const bytes = Buffer.from(t).subarray(0, size);
@@ -1061,6 +1089,7 @@ function accessHandler(at: boolean, withFlags: boolean): Handler {
     const follow = !(flags & AT.SYMLINK_NOFOLLOW);
     const where = r.place(s, at ? s32(s.args[0]!) : AT.FDCWD, raw, follow);
     if (where.kind !== 'view') return pass;
+    r.fastFits(s, raw, where);
     return then(r.access(where.path, mode, follow), (res) =>
       res === 0 ? ret(0) : r.rewrite(s, [[o, res.device]]),
     );

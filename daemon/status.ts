@@ -7,6 +7,7 @@ import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import pkg from '../package.json' with { type: 'json' };
 import type { Activity } from './activity.ts';
 import type { ContentCache } from './cache.ts';
+import { fastTotals } from './fast-answers.ts';
 import type { Logger } from './log.ts';
 import { viewerOf } from './status-viewer.ts';
 
@@ -44,6 +45,7 @@ function info(src: StatusSources) {
     view: src.cache !== null,
     seccomp: src.seccomp,
     cache: cacheStats(src.cache),
+    fastAnswers: src.cache ? fastTotals() : null,
   };
 }
 
@@ -121,6 +123,11 @@ function metrics(src: StatusSources): Registry {
       'tetherd_cache_misses_total',
       'host file opens whose content came over the link',
       () => cache.misses,
+    );
+    total(
+      'tetherd_fast_answers_total',
+      "redirected calls the tracer's wait answered from a run's table, without JavaScript",
+      () => fastTotals().hits,
     );
   }
   return register;

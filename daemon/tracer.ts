@@ -126,8 +126,12 @@ export class SyscallStop {
     return native.readMem(this.task.tid, addr, len);
   }
 
+  /** The last writeMem() of this stop: what an answer put in the program's buffer. */
+  written: { addr: bigint; data: Buffer } | null = null;
+
   writeMem(addr: bigint, data: Buffer): void {
     native.writeMem(this.task.tid, addr, data);
+    this.written = { addr, data };
   }
 
   /**
@@ -168,12 +172,23 @@ export class Tracer {
    */
   private readonly onSigchld = () => this.schedule();
   private scheduled = false;
+  /** Answers the wait gives itself (daemon/fast-answers.ts); null under PTRACE_SYSCALL. */
+  private readonly answers: native.AnswerTable | null;
 
-  constructor(rootPid: number, root: Proc, hooks: TracerHooks, log: Logger, syscallMode: boolean) {
+  constructor(
+    rootPid: number,
+    root: Proc,
+    hooks: TracerHooks,
+    log: Logger,
+    syscallMode: boolean,
+    answers: native.AnswerTable | null = null,
+  ) {
     this.rootPid = rootPid;
     this.hooks = hooks;
     this.log = log;
     this.syscallMode = syscallMode;
+    // A result can only be set at the exit stop there; a trace log shows every call.
+    this.answers = syscallMode || log.isLevelEnabled('trace') ? null : answers;
     // The root was seized before its execve: running (to its filtered execve), or without a
     // filter held in an INTERRUPT stop, which the first pump resumes into PTRACE_SYSCALL.
     this.tasks.set(rootPid, {
@@ -229,7 +244,7 @@ export class Tracer {
       if (task.busy) continue;
       let st: number | null;
       try {
-        st = native.waitStatus(task.tid);
+        st = native.waitStatus(task.tid, this.answers);
       } catch (e) {
         // ECHILD: the thread vanished without a report (a sibling's exec reaped it).
         if ((e as NodeJS.ErrnoException).code === 'ECHILD') this.tasks.delete(task.tid);
@@ -238,6 +253,8 @@ export class Tracer {
       }
       if (st === null) continue;
       found = true;
+      // Answered from the table and resumed already.
+      if (st === -1) continue;
       this.event(task, decodeWaitStatus(st));
     }
     return found;

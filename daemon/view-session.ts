@@ -224,6 +224,7 @@ export class ViewSession {
       },
       this.log,
       !env.seccomp,
+      r.fast.table,
     );
     r.procs = (p) => procs.get(p) ?? null;
     return {
@@ -235,6 +236,7 @@ export class ViewSession {
   }
 
   cleanup(): void {
+    this.redirector.fast.close();
     this.redirector.work.close();
     rmSync(this.scratch, { recursive: true, force: true });
   }

@@ -9,6 +9,7 @@
 napi_value trace_init(napi_env env, napi_value exports);          /* trace.c */
 napi_value inotify_init_module(napi_env env, napi_value exports); /* inotify.c */
 napi_value sigchld_init(napi_env env, napi_value exports);        /* sigchld.c */
+napi_value answers_init(napi_env env, napi_value exports);        /* answers.c */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -696,5 +697,6 @@ NAPI_MODULE_INIT() {
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   trace_init(env, exports);
   sigchld_init(env, exports);
+  answers_init(env, exports);
   return inotify_init_module(env, exports);
 }

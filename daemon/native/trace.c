@@ -9,6 +9,7 @@
 #include <elf.h>
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <linux/ptrace.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,12 +238,24 @@ static napi_value js_write_mem(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* waitStatus(pid): the raw wait status of exactly this pid or thread (__WALL), or null when
- * it has nothing to report. Decoding is the caller's. */
+int answers_try(void *table, pid_t pid); /* answers.c */
+
+/* waitStatus(pid[, table]): the raw wait status of exactly this pid or thread (__WALL), or
+ * null when it has nothing to report. Decoding is the caller's. With an answer table
+ * (answers.c), a seccomp stop it answers is resumed here and reported as -1. */
 static napi_value js_wait_status(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   pid_t pid;
-  if (!get_args(env, info, 1, argv) || !get_pid(env, argv[0], &pid)) return NULL;
+  if (argc < 1) return throw_errno(env, "waitStatus", EINVAL);
+  if (!get_pid(env, argv[0], &pid)) return NULL;
+  void *table = NULL;
+  if (argc > 1) {
+    napi_valuetype t;
+    napi_typeof(env, argv[1], &t);
+    if (t == napi_external) napi_get_value_external(env, argv[1], &table);
+  }
   int st;
   pid_t got;
   do got = waitpid(pid, &st, WNOHANG | __WALL);
@@ -251,6 +264,9 @@ static napi_value js_wait_status(napi_env env, napi_callback_info info) {
   napi_value res;
   if (got == 0)
     napi_get_null(env, &res);
+  else if (table && WIFSTOPPED(st) && st >> 8 == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)) &&
+           answers_try(table, pid))
+    napi_create_int32(env, -1, &res);
   else
     napi_create_int32(env, st, &res);
   return res;

@@ -486,3 +486,69 @@ t.test("new host files get the program's umask, not the client's", async (t) => 
   t.equal(mode('open'), 0o666);
   t.equal(mode('odir'), 0o777);
 });
+
+t.test(
+  "repeated stat, access and readlink of read-only paths: the tracer's table answers them as the first time",
+  async (t) => {
+    const probe = cc(
+      'fast-probe',
+      `#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void st(int r, struct stat *s) {
+  if (r) printf(" E%d", errno); else printf(" %lu:%o:%ld:%lu", (unsigned long)s->st_ino, s->st_mode, (long)s->st_size, (unsigned long)s->st_nlink);
+}
+int main(int argc, char **argv) {
+  for (int round = 0; round < 3; round++) {
+    for (int i = 1; i < argc; i++) {
+      const char *p = argv[i];
+      struct stat s;
+      struct statx x;
+      char buf[256];
+      printf("%s", p);
+      st(stat(p, &s), &s);
+      st(lstat(p, &s), &s);
+      st(fstatat(AT_FDCWD, p, &s, AT_SYMLINK_NOFOLLOW), &s);
+      if (statx(AT_FDCWD, p, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &x)) printf(" E%d", errno);
+      else printf(" x%llu:%o", (unsigned long long)x.stx_ino, x.stx_mode);
+      for (int m = 0; m < 8; m++) printf(" a%d:%d", m, access(p, m) ? errno : 0);
+      printf(" n%d", syscall(SYS_faccessat2, AT_FDCWD, p, X_OK, AT_SYMLINK_NOFOLLOW) ? errno : 0);
+      long n = readlink(p, buf, sizeof buf);
+      printf(" l%ld:%.*s", n < 0 ? -errno : n, n < 0 ? 0 : (int)n, buf);
+      n = readlink(p, buf, 2);
+      printf(" s%ld:%.*s\\n", n < 0 ? -errno : n, n < 0 ? 0 : (int)n, buf);
+    }
+  }
+  return 0;
+}
+`,
+    );
+    const paths = ['/usr/bin/env', '/usr/bin', '/bin', '/etc/passwd/x', '/nonexistent-tether'];
+    const hits = async () => {
+      const s = await tether(d, ['status', '--json']);
+      return JSON.parse(s.stdout).info.fastAnswers.hits as number;
+    };
+    const before = await hits();
+    const r = await run([probe, ...paths]);
+    t.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    t.equal(lines.length, 3 * paths.length);
+    const first = lines.slice(0, paths.length);
+    t.same(lines.slice(paths.length, 2 * paths.length), first, 'round 2 = round 1');
+    t.same(lines.slice(2 * paths.length), first, 'round 3 = round 1');
+    // The first round's answers are the host's.
+    const env = statSync('/usr/bin/env');
+    t.match(first[0], new RegExp(`^/usr/bin/env ${env.ino}:${env.mode.toString(8)}:${env.size}:`));
+    t.match(first[2], /^\/bin \d+:40755:\d+:\d+ \d+:120777:\d+:1 /);
+    t.match(first[2], / l7:usr\/bin s2:us$/);
+    t.match(first[3], /^\/etc\/passwd\/x E20 E20 E20 E20 a0:20/);
+    t.match(first[4], /^\/nonexistent-tether E2 E2 E2 E2 a0:2 .* l-2: s-2:$/);
+    // W_OK in the read-only view: EROFS, as on a read-only mount.
+    t.match(first[0], / a2:30 /);
+    t.ok((await hits()) - before >= 2 * paths.length * 10, 'rounds 2 and 3 came from the table');
+  },
+);

@@ -1,0 +1,292 @@
+/*
+ * The tracer's fast path (docs/hot-path.md): a table of answers that TypeScript filled, keyed
+ * by (answer class, follow, access mode, absolute path as written), and the mechanism that
+ * answers a seccomp stop from it without returning to JavaScript: read the path argument,
+ * look it up, write the answer's bytes into the tracee, skip the call with its result, resume.
+ * Which calls may be answered, where their arguments are and what an answer holds are all
+ * decided in TypeScript (daemon/fast-answers.ts); a miss leaves the stop to it untouched.
+ */
+#define _GNU_SOURCE
+#include "napi-util.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <linux/ptrace.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define MAX_NR 1024
+#define MAX_PATH 4096
+#define AT_SYMLINK_NOFOLLOW_ 0x100
+#define CLASS_READLINK 5
+
+struct spec {
+  uint8_t cls; /* 0: not answered here */
+  int8_t path, buf, flags, mode, size;
+  uint8_t follow; /* without a flags argument */
+};
+
+struct entry {
+  uint8_t *key;
+  uint32_t key_len;
+  uint32_t data_len;
+  int64_t ret;
+  uint8_t *data;
+};
+
+struct table {
+  uint32_t arch; /* AUDIT_ARCH of the calls answered (the tracer's own ABI) */
+  struct spec specs[MAX_NR];
+  struct entry *slots;
+  uint32_t cap, used, max_entries;
+  uint64_t hits, misses, bytes, max_bytes;
+};
+
+static uint64_t hash(const uint8_t *k, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 1099511628211ull;
+  return h;
+}
+
+static void clear(struct table *t) {
+  for (uint32_t i = 0; i < t->cap; i++) {
+    free(t->slots[i].key);
+    free(t->slots[i].data);
+  }
+  memset(t->slots, 0, sizeof *t->slots * t->cap);
+  t->used = 0;
+  t->bytes = 0;
+}
+
+static struct entry *find(struct table *t, const uint8_t *key, size_t len) {
+  uint32_t mask = t->cap - 1;
+  for (uint32_t i = (uint32_t)hash(key, len) & mask;; i = (i + 1) & mask) {
+    struct entry *e = &t->slots[i];
+    if (!e->key || (e->key_len == len && memcmp(e->key, key, len) == 0)) return e;
+  }
+}
+
+static void finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct table *t = data;
+  clear(t);
+  free(t->slots);
+  free(t);
+}
+
+static struct table *get_table(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    type_error(env, "table", "an answer table");
+    return NULL;
+  }
+  return p;
+}
+
+/* answersCreate(arch, specs, maxEntries, maxBytes): a table for calls of AUDIT_ARCH `arch`;
+ * specs is an Int8Array of 7 bytes per syscall number (class, path, buf, flags, mode, size,
+ * follow; -1 for an argument the call lacks). When full, the table starts over empty. */
+static napi_value js_create(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int64_t arch, max_entries, max_bytes;
+  void *specs;
+  size_t specs_len;
+  if (argc < 4 || !get_int(env, argv[0], "arch", 0, UINT32_MAX, &arch) ||
+      !get_buffer(env, argv[1], "specs", &specs, &specs_len) ||
+      !get_int(env, argv[2], "maxEntries", 1, 1 << 24, &max_entries) ||
+      !get_int(env, argv[3], "maxBytes", 1, 1LL << 40, &max_bytes))
+    return argc < 4 ? (type_error(env, "arguments", "4"), NULL) : NULL;
+  struct table *t = calloc(1, sizeof *t);
+  if (!t) return throw_errno(env, "calloc", ENOMEM);
+  t->arch = (uint32_t)arch;
+  t->max_entries = (uint32_t)max_entries;
+  t->max_bytes = (uint64_t)max_bytes;
+  t->cap = 16;
+  while (t->cap < t->max_entries * 2) t->cap *= 2;
+  t->slots = calloc(t->cap, sizeof *t->slots);
+  if (!t->slots) {
+    free(t);
+    return throw_errno(env, "calloc", ENOMEM);
+  }
+  const int8_t *s = specs;
+  for (size_t nr = 0; nr < MAX_NR && (nr + 1) * 7 <= specs_len; nr++) {
+    const int8_t *p = s + nr * 7;
+    t->specs[nr] = (struct spec){(uint8_t)p[0], p[1], p[2], p[3], p[4], p[5], (uint8_t)p[6]};
+  }
+  napi_value res;
+  napi_create_external(env, t, finalize, NULL, &res);
+  return res;
+}
+
+/* answersSet(table, key, ret, data|null) */
+static napi_value js_set(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct table *t;
+  void *key, *data = NULL;
+  size_t key_len, data_len = 0;
+  int64_t ret;
+  napi_valuetype dt;
+  if (argc < 4 || !(t = get_table(env, argv[0])) ||
+      !get_buffer(env, argv[1], "key", &key, &key_len) ||
+      !get_int(env, argv[2], "ret", -4095, INT32_MAX, &ret))
+    return NULL;
+  napi_typeof(env, argv[3], &dt);
+  if (dt != napi_null && !get_buffer(env, argv[3], "data", &data, &data_len)) return NULL;
+  struct entry *e = find(t, key, key_len);
+  if (e->key) {
+    t->bytes -= e->key_len + e->data_len;
+    free(e->data);
+  } else {
+    if (t->used >= t->max_entries || t->bytes + key_len + data_len > t->max_bytes) {
+      clear(t);
+      e = find(t, key, key_len);
+    }
+    e->key = malloc(key_len);
+    if (!e->key) return throw_errno(env, "malloc", ENOMEM);
+    memcpy(e->key, key, key_len);
+    e->key_len = (uint32_t)key_len;
+    t->used++;
+  }
+  e->data = data_len ? malloc(data_len) : NULL;
+  if (data_len && !e->data) return throw_errno(env, "malloc", ENOMEM);
+  if (data_len) memcpy(e->data, data, data_len);
+  e->data_len = (uint32_t)data_len;
+  e->ret = ret;
+  t->bytes += key_len + data_len;
+  return NULL;
+}
+
+static napi_value js_clear(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct table *t;
+  if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
+  clear(t);
+  return NULL;
+}
+
+/* answersStats(table): { entries, bytes, hits, misses } */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct table *t;
+  if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
+  napi_value o;
+  napi_create_object(env, &o);
+  set_int(env, o, "entries", t->used);
+  set_int(env, o, "bytes", (int64_t)t->bytes);
+  set_int(env, o, "hits", (int64_t)t->hits);
+  set_int(env, o, "misses", (int64_t)t->misses);
+  return o;
+}
+
+/* A NUL-terminated string of the tracee, page by page; its length, or -1. */
+static long read_path(pid_t pid, uint64_t addr, char *buf) {
+  size_t got = 0;
+  while (got < MAX_PATH) {
+    uint64_t at = addr + got;
+    size_t want = 4096 - at % 4096;
+    if (want > MAX_PATH - got) want = MAX_PATH - got;
+    struct iovec l = {buf + got, want}, r = {(void *)(uintptr_t)at, want};
+    ssize_t n = process_vm_readv(pid, &l, 1, &r, 1, 0);
+    if (n <= 0) return -1;
+    char *nul = memchr(buf + got, 0, (size_t)n);
+    if (nul) return nul - buf;
+    got += (size_t)n;
+  }
+  return -1;
+}
+
+static int write_mem(pid_t pid, uint64_t addr, const void *data, size_t len) {
+  struct iovec l = {(void *)data, len}, r = {(void *)(uintptr_t)addr, len};
+  return process_vm_writev(pid, &l, 1, &r, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* Skips the call the tracee is stopped at (a seccomp stop) with `ret` as its result. */
+static int skip_with(pid_t pid, int64_t ret) {
+#if defined(__x86_64__)
+  unsigned long long regs[27]; /* struct user_regs_struct */
+  struct iovec io = {regs, sizeof regs};
+  if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
+  regs[15] = (unsigned long long)-1; /* orig_rax */
+  regs[10] = (unsigned long long)ret; /* rax */
+  return (int)syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)NT_PRSTATUS, &io);
+#elif defined(__aarch64__)
+  unsigned long long regs[34]; /* struct user_pt_regs: x0..x30, sp, pc, pstate */
+  struct iovec io = {regs, sizeof regs};
+  if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
+  regs[0] = (unsigned long long)ret;
+  if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
+  int nr = -1;
+  struct iovec sio = {&nr, sizeof nr};
+  return (int)syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)0x404 /* NT_ARM_SYSTEM_CALL */,
+                      &sio);
+#elif defined(__arm__)
+  unsigned long regs[18]; /* r0..r15, cpsr, orig_r0 */
+  struct iovec io = {regs, sizeof regs};
+  if (syscall(SYS_ptrace, 23 /* PTRACE_SET_SYSCALL */, pid, 0, (void *)-1L) < 0) return -1;
+  if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
+  regs[0] = (unsigned long)ret;
+  return (int)syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)NT_PRSTATUS, &io);
+#else
+  (void)pid;
+  (void)ret;
+  return -1;
+#endif
+}
+
+/* Answers the seccomp stop `pid` is in from the table and resumes it: 1; or 0, untouched. */
+int answers_try(void *table, pid_t pid) {
+  struct table *t = table;
+  struct ptrace_syscall_info si;
+  if (syscall(SYS_ptrace, PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof si, &si) <= 0 ||
+      si.op != PTRACE_SYSCALL_INFO_SECCOMP || si.arch != t->arch || si.seccomp.nr >= MAX_NR)
+    return 0;
+  const struct spec *sp = &t->specs[si.seccomp.nr];
+  if (!sp->cls) return 0;
+  const __u64 *a = si.seccomp.args;
+  uint8_t key[3 + MAX_PATH];
+  long len = read_path(pid, a[sp->path], (char *)key + 3);
+  if (len <= 0 || key[3] != '/') goto miss;
+  key[0] = sp->cls;
+  key[1] = sp->flags >= 0 ? !((int32_t)a[sp->flags] & AT_SYMLINK_NOFOLLOW_) : sp->follow;
+  key[2] = sp->mode >= 0 ? (uint8_t)(a[sp->mode] & 7) : 0;
+  struct entry *e = find(t, key, 3 + (size_t)len);
+  if (!e->key) goto miss;
+  int64_t ret = e->ret;
+  size_t n = e->data_len;
+  if (sp->cls == CLASS_READLINK && ret >= 0) {
+    int32_t size = (int32_t)a[sp->size];
+    if (size <= 0) goto miss;
+    if (n > (size_t)size) n = (size_t)size;
+    ret = (int64_t)n;
+  }
+  if (n && write_mem(pid, a[sp->buf], e->data, n) < 0) goto miss;
+  if (skip_with(pid, ret) < 0 || syscall(SYS_ptrace, PTRACE_CONT, pid, 0, 0) < 0) goto miss;
+  t->hits++;
+  return 1;
+miss:
+  t->misses++;
+  return 0;
+}
+
+napi_value answers_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"answersCreate", NULL, js_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"answersSet", NULL, js_set, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"answersClear", NULL, js_clear, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"answersStats", NULL, js_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof *props, props);
+  return exports;
+}
