@@ -332,6 +332,17 @@ export class Redirector {
     return base === '/' ? `/${p}` : `${base}/${p}`;
   }
 
+  /**
+   * The preamble of a call with a path argument: path argument `i` as written (ViewError
+   * ENOENT when empty, as the kernel says for every call without AT_EMPTY_PATH) and where it
+   * leads from `dirfd`.
+   */
+  placeArg(s: SyscallStop, dirfd: number, i: number, follow: boolean): { raw: string; at: Walked } {
+    const raw = this.readPath(s, i);
+    if (raw === '') throw new ViewError('ENOENT');
+    return { raw, at: this.place(s, dirfd, raw, follow) };
+  }
+
   readPath(s: SyscallStop, i: number): string {
     const b = s.readString(s.args[i]!, 4097);
     if (b === null) throw new ViewError('EFAULT');
@@ -929,9 +940,7 @@ async function doSimple(
   /** Whether the op follows a final symlink (chmod does, unlink does not). */
   follow = false,
 ): Promise<Action> {
-  const raw = r.readPath(s, pathIdx);
-  if (raw === '') return fail(E.ENOENT);
-  const at = r.place(s, dirfd, raw, follow);
+  const { at } = r.placeArg(s, dirfd, pathIdx, follow);
   if (at.kind !== 'view') return pass;
   const b = body(at.path);
   const res = await r.run.client.change(b);
@@ -996,9 +1005,7 @@ function doReadlink(
 }
 
 async function doChdir(r: Redirector, s: SyscallStop): Promise<Action> {
-  const raw = r.readPath(s, 0);
-  if (raw === '') return fail(E.ENOENT);
-  const at = r.place(s, AT.FDCWD, raw, true);
+  const { at } = r.placeArg(s, AT.FDCWD, 0, true);
   if (at.kind !== 'view') {
     // Where the kernel will be: the walk's end, when it is a directory there.
     if (at.kind === 'device' && at.at !== null && safeStat(at.at)?.isDirectory())
@@ -1084,10 +1091,8 @@ function accessHandler(at: boolean, withFlags: boolean): Handler {
     const o = at ? 1 : 0;
     const mode = s32(s.args[o + 1]!) & 7;
     const flags = withFlags ? s32(s.args[3]!) : 0;
-    const raw = r.readPath(s, o);
-    if (raw === '') return fail(E.ENOENT);
     const follow = !(flags & AT.SYMLINK_NOFOLLOW);
-    const where = r.place(s, at ? s32(s.args[0]!) : AT.FDCWD, raw, follow);
+    const { raw, at: where } = r.placeArg(s, at ? s32(s.args[0]!) : AT.FDCWD, o, follow);
     if (where.kind !== 'view') return pass;
     r.fastFits(s, raw, where);
     return then(r.access(where.path, mode, follow), (res) =>
@@ -1098,7 +1103,7 @@ function accessHandler(at: boolean, withFlags: boolean): Handler {
 
 function xattrPath(follow: boolean, kind: 'get' | 'list' | 'set' | 'remove'): Handler {
   return (r, s) => {
-    const at = r.place(s, AT.FDCWD, r.readPath(s, 0), follow);
+    const { at } = r.placeArg(s, AT.FDCWD, 0, follow);
     if (at.kind !== 'view') return pass;
     // Host extended attributes are not part of the view: none to read, none to set.
     return then(r.lookup(at.path, follow), () =>
@@ -1187,7 +1192,7 @@ const fchdir: Handler = (r, s) => {
 };
 
 const statfs: Handler = async (r, s) => {
-  const at = r.place(s, AT.FDCWD, r.readPath(s, 0), true);
+  const { at } = r.placeArg(s, AT.FDCWD, 0, true);
   if (at.kind !== 'view') return pass;
   const res = await r.run.client.statfs(at.path);
   if ('device' in res) return r.rewrite(s, [[0, res.device]]);
@@ -1233,7 +1238,7 @@ const unixSocket: Handler = (r, s) => {
 };
 
 const inotifyAdd: Handler = async (r, s) => {
-  const at = r.place(s, AT.FDCWD, r.readPath(s, 1), true);
+  const { at } = r.placeArg(s, AT.FDCWD, 1, true);
   if (at.kind !== 'view') return pass;
   await r.lookup(at.path, true);
   // Host files cannot be watched from the device: the "no more watches" answer makes tools

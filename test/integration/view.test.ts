@@ -552,3 +552,39 @@ int main(int argc, char **argv) {
     t.ok((await hits()) - before >= 2 * paths.length * 10, 'rounds 2 and 3 came from the table');
   },
 );
+
+t.test('an empty path is ENOENT for every path call, as the kernel says', async (t) => {
+  const probe = cc(
+    'empty-path',
+    `#include <errno.h>
+#include <stdio.h>
+#include <sys/inotify.h>
+#include <sys/statfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+int main(void) {
+  char buf[64];
+  struct statfs sf;
+  int fd = inotify_init();
+  printf("getxattr %d\\n", getxattr("", "user.x", buf, sizeof buf) < 0 ? errno : 0);
+  printf("lgetxattr %d\\n", lgetxattr("", "user.x", buf, sizeof buf) < 0 ? errno : 0);
+  printf("listxattr %d\\n", listxattr("", buf, sizeof buf) < 0 ? errno : 0);
+  printf("setxattr %d\\n", setxattr("", "user.x", "1", 1, 0) < 0 ? errno : 0);
+  printf("statfs %d\\n", statfs("", &sf) < 0 ? errno : 0);
+  printf("inotify %d\\n", inotify_add_watch(fd, "", IN_MODIFY) < 0 ? errno : 0);
+  printf("chdir %d\\n", chdir("") < 0 ? errno : 0);
+  printf("access %d\\n", access("", F_OK) < 0 ? errno : 0);
+  return 0;
+}
+`,
+  );
+  const native = spawnSync(probe, { cwd: work, encoding: 'utf8' });
+  t.equal(native.status, 0);
+  t.match(
+    native.stdout,
+    /^getxattr 2\nlgetxattr 2\nlistxattr 2\nsetxattr 2\nstatfs 2\ninotify 2\n/,
+  );
+  const r = await run([probe]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, native.stdout);
+});
