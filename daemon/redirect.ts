@@ -41,9 +41,9 @@ import type { ViewMemory } from './view-memory.ts';
 import { WorkingCopies } from './working-copies.ts';
 
 const E = constants.errno;
-/** How long a lookup in a writable mount answers again without asking (NFS's attribute cache
- * keeps them for seconds; changes this run makes through the view clear it at once). */
 const SEEK_SET = 0;
+/** Open directory listings kept per run (the oldest goes first; it is fetched again if read). */
+const MAX_LISTINGS = 256;
 const X_OK = 1;
 const S_IFIFO = 0o010000;
 
@@ -107,7 +107,10 @@ export class Redirector {
   private standIns = 0;
   /** Placeholders of host directories this run removed: a cwd there is a dead directory. */
   private readonly removed = new Set<string>();
-  /** getdents64 listings of placeholder dirs, by pid:fd, fetched when the offset is 0. */
+  /**
+   * getdents64 listings of placeholder dirs, by pid:fd, fetched when the offset is 0 (or when
+   * one read past its start is not here any more) and dropped when read to the end.
+   */
   private readonly listings = new Map<string, Buffer[]>();
   readonly work: WorkingCopies;
   /** Unix sockets at host view paths, by view path. */
@@ -746,9 +749,16 @@ export class Redirector {
         encodeDirent64(ino, 2, 4, '..'),
         ...entries.map((e, i) => encodeDirent64(e.ino, i + 3, e.type, e.name)),
       ];
+      if (this.listings.size >= MAX_LISTINGS)
+        this.listings.delete(this.listings.keys().next().value!);
       this.listings.set(k, list);
     }
     return list;
+  }
+
+  /** A listing read to its end: a reader that starts over gets a fresh one. */
+  listingDone(pid: number, fd: number): void {
+    this.listings.delete(`${pid}:${fd}`);
   }
 }
 
@@ -1158,6 +1168,7 @@ const getdents64: Handler = async (r, s) => {
   }
   if (out.length === 0 && pos < list.length) return fail(E.EINVAL);
   if (used > 0) s.writeMem(s.args[1]!, Buffer.concat(out));
+  else r.listingDone(s.proc.pid, fd);
   // The kernel keeps our place: the placeholder's own offset counts the entries returned.
   const lseek = s.abi.syscallNumber('lseek')!;
   return {

@@ -588,3 +588,62 @@ int main(void) {
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout, native.stdout);
 });
+
+t.test(
+  '300 host directories read in turn, a little at a time, list every entry once',
+  async (t) => {
+    const top = join(work, 'many');
+    for (let i = 0; i < 300; i++) {
+      mkdirSync(join(top, `d${i}`), { recursive: true });
+      for (const f of ['a', 'b', 'c']) writeFileSync(join(top, `d${i}`, f), '');
+    }
+    const probe = cc(
+      'many-dirs',
+      `#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+struct d64 { unsigned long long ino; long long off; unsigned short reclen; unsigned char type; char name[]; };
+static int fds[300];
+static char names[300][256];
+static void take(int i, int size) {
+  char buf[4096];
+  long n = syscall(SYS_getdents64, fds[i], buf, size);
+  for (long o = 0; o < n;) {
+    struct d64 *e = (struct d64 *)(buf + o);
+    strcat(names[i], e->name);
+    strcat(names[i], " ");
+    o += e->reclen;
+  }
+}
+int main(void) {
+  char p[64];
+  for (int i = 0; i < 300; i++) {
+    snprintf(p, sizeof p, "many/d%d", i);
+    fds[i] = open(p, O_RDONLY | O_DIRECTORY);
+    if (fds[i] < 0) return 1;
+    take(i, 32);
+  }
+  for (int i = 0; i < 300; i++) {
+    for (int k = 0; k < 6; k++) take(i, 32);
+    printf("%d %s\\n", i, names[i]);
+  }
+  return 0;
+}
+`,
+    );
+    const r = await run([probe]);
+    t.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    t.equal(lines.length, 300);
+    const sorted = (l: string) => l.split(' ').slice(1).filter(Boolean).sort().join(' ');
+    t.same(
+      [...new Set(lines.map(sorted))],
+      ['. .. a b c'],
+      'each directory once, whole, wherever its listing was dropped',
+    );
+  },
+);
