@@ -7,10 +7,20 @@
 import { constants } from 'node:os';
 import { type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
 import { AT } from '../arch/fcntl.ts';
+import { encodeStat, encodeStatx } from '../arch/structs.ts';
+import type { ViewStat } from '../transport/view.ts';
 import * as native from './native.ts';
 import type { Action, SyscallStop } from './tracer.ts';
 
-const CLASS = { stat: 1, stat64: 2, statx: 3, access: 4, readlink: 5 } as const;
+const CLASS = {
+  stat: 1,
+  stat64: 2,
+  statx: 3,
+  access: 4,
+  readlink: 5,
+  xattr: 6,
+  xattrList: 7,
+} as const;
 type Class = keyof typeof CLASS;
 
 /** Where a call's arguments are (-1: it has none); `follow` when no flags say it. */
@@ -49,6 +59,11 @@ const SPECS: Record<string, Spec> = {
   faccessat2: spec('access', 1, { mode: 2, flags: 3 }),
   readlink: spec('readlink', 0, { buf: 1, size: 2, follow: false }),
   readlinkat: spec('readlink', 1, { buf: 2, size: 3, follow: false }),
+  // Host files show no extended attributes: the answer only says whether the path is there.
+  getxattr: spec('xattr', 0, {}),
+  lgetxattr: spec('xattr', 0, { follow: false }),
+  listxattr: spec('xattrList', 0, {}),
+  llistxattr: spec('xattrList', 0, { follow: false }),
 };
 
 /** Errors the read-only memory keeps, per class (access also keeps its verdicts). */
@@ -58,17 +73,28 @@ const KEPT_ERRORS: Record<Class, readonly string[]> = {
   statx: ['ENOENT', 'ENOTDIR'],
   readlink: ['ENOENT', 'ENOTDIR'],
   access: ['ENOENT', 'ENOTDIR', 'EACCES', 'EROFS'],
+  xattr: ['ENOENT', 'ENOTDIR', 'ENODATA'],
+  xattrList: ['ENOENT', 'ENOTDIR'],
 };
 
 const ERRNO = new Map<number, string>(
   Object.entries(constants.errno as Record<string, number>).map(([k, v]) => [v, k]),
 );
 
-/** Bounds of one run's table; when full it starts over empty. */
-const MAX_ENTRIES = 16384;
-const MAX_BYTES = 8 * 1024 * 1024;
+/** Bounds of one run's table (~1 KiB per listed file); when full it starts over empty. */
+const MAX_ENTRIES = 65536;
+const MAX_BYTES = 32 * 1024 * 1024;
+const S_IFMT = 0o170000;
+const S_IFLNK = 0o120000;
 
 const HOST: ArchAbi | undefined = abiForNodeArch(process.arch);
+/** The struct stat layouts the host ABI's stat calls write. */
+const HOST_STAT_KINDS = (['stat', 'stat64'] as const).filter((k) =>
+  Object.entries(SPECS).some(
+    ([name, sp]) => sp.cls === k && HOST?.syscallNumber(name) !== undefined,
+  ),
+);
+const ENODATA = constants.errno.ENODATA;
 
 /** Calls answered and looked up in vain by the tables of finished runs, and the live tables. */
 const finished = { hits: 0, misses: 0 };
@@ -126,10 +152,22 @@ export class FastAnswers {
   }
 
   /**
-   * Keeps `action`, the decision about a stop whose path `raw` the caller found fit
-   * (covers(), absolute, left as written, read-only mount), for the C table to repeat.
+   * The kind of daemon/recent-answers.ts answer a writable mount's call was decided from, or
+   * null when none is kept (readlink asks each time).
    */
-  remember(s: SyscallStop, raw: string, action: Action): void {
+  recentKind(s: SyscallStop): string | null {
+    const sp = SPECS[s.name];
+    if (!sp || sp.cls === 'readlink') return null;
+    const f = this.follows(s, sp) ? 'f' : 'n';
+    return sp.cls === 'access' ? `a${Number(s.args[sp.mode]! & 7n)}${f}` : f;
+  }
+
+  /**
+   * Keeps `action`, the decision about a stop whose path `raw` the caller found fit
+   * (covers(), absolute, left as written, in a host mount), for the C table to repeat: for
+   * the rest of the run (ttlMs 0, a read-only mount) or for ttlMs (a writable one).
+   */
+  remember(s: SyscallStop, raw: string, action: Action, ttlMs: number): void {
     const sp = SPECS[s.name];
     if (!this.table || !sp || action.kind !== 'return') return;
     const value = action.value;
@@ -148,17 +186,57 @@ export class FastAnswers {
       if (!w || w.addr !== s.args[sp.buf] || value !== 0n) return;
       data = w.data;
     } else if (value !== 0n) return;
-    native.answersSet(this.table, this.key(s, sp, raw), Number(value), data);
+    native.answersSet(this.table, this.key(s, sp, raw), Number(value), data, ttlMs);
+  }
+
+  /**
+   * What `ls -l` asks about each entry of a read-only directory it listed, answered ahead
+   * from the listing: lstat, statx, and (not for a symlink, whose target the listing does
+   * not show) stat; no extended attributes. `path`: the entry's absolute view path, which
+   * the caller found fit as fastFits() does.
+   */
+  prefill(path: string, st: ViewStat, ttlMs: number): void {
+    if (!this.table || !HOST) return;
+    const link = (st.mode & S_IFMT) === S_IFLNK;
+    const follows = link ? [false] : [false, true];
+    const set = (cls: Class, follow: boolean, ret: number, data: Buffer | null) =>
+      native.answersSet(
+        this.table!,
+        Buffer.concat([Buffer.from([CLASS[cls], follow ? 1 : 0, 0]), Buffer.from(path)]),
+        ret,
+        data,
+        ttlMs,
+      );
+    for (const kind of HOST_STAT_KINDS) {
+      const b = encodeStat(HOST.name, kind, st);
+      if (b !== 'EOVERFLOW') for (const f of follows) set(kind, f, 0, b);
+    }
+    const x = encodeStatx(st);
+    for (const f of follows) {
+      set('statx', f, 0, x);
+      set('xattr', f, -ENODATA, null);
+      set('xattrList', f, 0, null);
+    }
   }
 
   stats(): { entries: number; bytes: number; hits: number; misses: number } | null {
     return this.table && native.answersStats(this.table);
   }
 
+  /** The run changed something in a writable mount: answers kept with a ttl go. */
+  forgetPassing(): void {
+    if (this.table) native.answersForgetPassing(this.table);
+  }
+
+  private follows(s: SyscallStop, sp: Spec): boolean {
+    return sp.flags >= 0
+      ? !(Number(s.args[sp.flags]! & 0xffffffffn) & AT.SYMLINK_NOFOLLOW)
+      : sp.follow;
+  }
+
   /** The key answers.c builds from a stop: class, follow, access mode, the path's bytes. */
   private key(s: SyscallStop, sp: Spec, raw: string): Buffer {
-    const follow =
-      sp.flags >= 0 ? !(Number(s.args[sp.flags]! & 0xffffffffn) & AT.SYMLINK_NOFOLLOW) : sp.follow;
+    const follow = this.follows(s, sp);
     const mode = sp.mode >= 0 ? Number(s.args[sp.mode]! & 7n) : 0;
     return Buffer.concat([Buffer.from([CLASS[sp.cls], follow ? 1 : 0, mode]), Buffer.from(raw)]);
   }

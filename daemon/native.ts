@@ -84,7 +84,14 @@ interface Addon {
   writeMem(pid: number, addr: bigint, data: Buffer): void;
   waitStatus(pid: number, answers?: AnswerTable | null): number | null;
   answersCreate(arch: number, specs: Buffer, maxEntries: number, maxBytes: number): AnswerTable;
-  answersSet(table: AnswerTable, key: Buffer, ret: number, data: Buffer | null): void;
+  answersSet(
+    table: AnswerTable,
+    key: Buffer,
+    ret: number,
+    data: Buffer | null,
+    ttlMs: number,
+  ): void;
+  answersForgetPassing(table: AnswerTable): void;
   answersClear(table: AnswerTable): void;
   answersStats(table: AnswerTable): AnswerStats;
   inotifyInit(): number;
@@ -165,13 +172,19 @@ export const answersCreate: (
   maxEntries: number,
   maxBytes: number,
 ) => AnswerTable = addon.answersCreate;
-/** Keeps an answer: `ret` for the call, `data` written at its buffer argument. */
+/**
+ * Keeps an answer: `ret` for the call, `data` written at its buffer argument; for the rest of
+ * the run (ttlMs 0) or for ttlMs, until answersForgetPassing().
+ */
 export const answersSet: (
   table: AnswerTable,
   key: Buffer,
   ret: number,
   data: Buffer | null,
+  ttlMs: number,
 ) => void = addon.answersSet;
+/** Answers kept with a ttl stop counting (those kept for the run stay). */
+export const answersForgetPassing: (table: AnswerTable) => void = addon.answersForgetPassing;
 export const answersClear: (table: AnswerTable) => void = addon.answersClear;
 export const answersStats: (table: AnswerTable) => AnswerStats = addon.answersStats;
 /** A non-blocking, close-on-exec inotify fd; events are read with inotifyRead. */

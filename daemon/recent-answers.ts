@@ -19,6 +19,14 @@ export class RecentAnswers {
   private readonly byPath = new Map<string, Map<string, { answer: Answer; at: number }>>();
   /** Paths whose answer is a node found under another path (through a symlink), by that path. */
   private readonly viaLink = new Map<string, Set<string>>();
+  /** Called when the run's own change makes answers go (copies of them must go too). */
+  onForget: () => void = () => {};
+
+  /** How many ms the answer for (path, kind) still holds; 0 when there is none. */
+  left(path: string, kind: string): number {
+    const hit = this.byPath.get(path)?.get(kind);
+    return hit ? Math.max(0, Math.floor(hit.at + RECENT_MS - performance.now())) : 0;
+  }
 
   get(path: string, kind: string): Answer | undefined {
     const hit = this.byPath.get(path)?.get(kind);
@@ -60,6 +68,7 @@ export class RecentAnswers {
    * change of a directory); unless `path` is known to be no directory, everything goes.
    */
   forget(path: string, subtree = false): void {
+    this.onForget();
     if (subtree) {
       const known = this.byPath.get(path)?.get('n')?.answer;
       const notDir =
@@ -77,6 +86,7 @@ export class RecentAnswers {
   }
 
   clear(): void {
+    this.onForget();
     this.byPath.clear();
     this.viaLink.clear();
   }

@@ -34,7 +34,7 @@ import { FastAnswers } from './fast-answers.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import { fdPos, fdTarget, umaskOf } from './procfs.ts';
-import { RecentAnswers } from './recent-answers.ts';
+import { RECENT_MS, RecentAnswers } from './recent-answers.ts';
 import { type Action, fail, type Proc, pass, ret, type SyscallStop } from './tracer.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from './view-client.ts';
 import type { ViewMemory } from './view-memory.ts';
@@ -124,8 +124,8 @@ export class Redirector {
   private readonly recent = new RecentAnswers();
   /** Answers the tracer's wait repeats without JavaScript (daemon/fast-answers.ts). */
   readonly fast = new FastAnswers();
-  /** Stops whose answer the fast path may repeat: their path as written. */
-  private readonly fastFit = new WeakMap<SyscallStop, string>();
+  /** Stops whose answer the fast path may repeat: their path as written, and its mount's kind. */
+  private readonly fastFit = new WeakMap<SyscallStop, { raw: string; ro: boolean }>();
   /** Path arguments per stop, for trace logs. */
   private readonly pathsRead = new WeakMap<SyscallStop, string[]>();
   /** The run's process whose first execve starts the program: `tether run` searches as execvp. */
@@ -153,6 +153,9 @@ export class Redirector {
     run.client.gate = () => this.work.inFlight;
     // A write-back renames a new file over the host's: what was learned of the old one is stale
     // (its inode number may come back as another file's).
+    // What the C table repeats goes with what it was learned from.
+    this.recent.onForget = () => this.fast.forgetPassing();
+    this.work.onCopy = () => this.fast.forgetPassing();
     this.work.onWrittenBack = (path) => {
       this.recent.forget(path);
       this.mem.haveKey.delete(path);
@@ -199,8 +202,14 @@ export class Redirector {
   }
 
   private traced(s: SyscallStop, action: Action, waited: boolean): Action {
-    const raw = this.fastFit.get(s);
-    if (raw !== undefined) this.fast.remember(s, raw, action);
+    const fit = this.fastFit.get(s);
+    if (fit?.ro) this.fast.remember(s, fit.raw, action, 0);
+    else if (fit) {
+      // A writable mount's answer holds as long as the one it came from.
+      const kind = this.fast.recentKind(s);
+      const ttl = kind === null ? 0 : this.recent.left(fit.raw, kind);
+      if (ttl > 0) this.fast.remember(s, fit.raw, action, ttl);
+    }
     if (this.run.log.isLevelEnabled('trace')) {
       const a = action.kind === 'return' ? String(action.value) : action.kind;
       const paths = this.pathsRead.get(s);
@@ -213,17 +222,26 @@ export class Redirector {
   }
 
   /**
-   * Marks a stop whose answer only depends on its path as written for the rest of the run,
-   * so the fast path may repeat it: an absolute path in a read-only mount that the walk left
-   * as it was (no device directory, no /proc link on the way).
+   * Marks a stop whose answer only depends on its path as written, so the fast path may
+   * repeat it: an absolute path that the walk left as it was (no device directory, no /proc
+   * link on the way); for the rest of the run in a read-only mount, for as long as the
+   * answer it came from holds in a writable one.
    */
   fastFits(s: SyscallStop, raw: string, at: Walked): void {
-    if (at.kind === 'view' && at.path === raw && this.fast.covers(s) && this.mountOf(raw).readonly)
-      this.fastFit.set(s, raw);
+    if (at.kind === 'view' && at.path === raw && this.fast.covers(s))
+      this.fastFit.set(s, { raw, ro: this.mountOf(raw).readonly });
   }
 
-  fastUnfit(s: SyscallStop): void {
-    this.fastFit.delete(s);
+  /**
+   * What the lookup found decides the rest: not a symlink from a read-only mount into a
+   * writable one (kept only for a moment), not a file this run is writing (its copy's size
+   * and times change under it).
+   */
+  fastFound(s: SyscallStop, node: ViewNode): void {
+    const fit = this.fastFit.get(s);
+    if (!fit || node.where !== 'host') return;
+    const ro = this.mountOf(node.path).readonly;
+    if ((fit.ro && !ro) || (!ro && this.work.existing(node.path) !== null)) this.fastFit.delete(s);
   }
 
   // ---- paths ----
@@ -740,9 +758,16 @@ export class Redirector {
       const at = performance.now();
       const ro = this.mountOf(path).readonly;
       for (const e of entries) {
-        if (!e.st || ro) continue;
+        if (!e.st) continue;
         const child = path === '/' ? `/${e.name}` : `${path}/${e.name}`;
-        this.recent.setNode(child, false, { where: 'host', path: child, st: e.st }, at);
+        const node: ViewNode = { where: 'host', path: child, st: e.st };
+        // A read-only mount's entry is what a lookup would say for the rest of the run.
+        if (ro) this.roListed(child, node);
+        else {
+          this.recent.setNode(child, false, node, at);
+          if (this.fastFill(child))
+            this.fast.prefill(child, e.st, Math.floor(at + RECENT_MS - performance.now()));
+        }
       }
       list = [
         encodeDirent64(ino, 1, 4, '.'),
@@ -754,6 +779,20 @@ export class Redirector {
       this.listings.set(k, list);
     }
     return list;
+  }
+
+  /** Whether a listed entry's answers may go to the fast path ahead of any call. */
+  private fastFill(child: string): boolean {
+    return !this.isDevice(child) && !this.isAnchor(child) && this.work.existing(child) === null;
+  }
+
+  /** An entry of a read-only directory's listing: a lookup's answer, and the fast path's. */
+  private roListed(child: string, node: ViewNode & { where: 'host' }): void {
+    if (!this.mountOf(child).readonly || !this.fastFill(child)) return;
+    const link = (node.st.mode & 0o170000) === 0o120000;
+    if (!this.mem.roLookups.has(`n${child}`)) this.mem.roLookups.set(`n${child}`, node);
+    if (!link && !this.mem.roLookups.has(`f${child}`)) this.mem.roLookups.set(`f${child}`, node);
+    this.fast.prefill(child, node.st, 0);
   }
 
   /** A listing read to its end: a reader that starts over gets a fresh one. */
@@ -923,8 +962,7 @@ function doStat(
   r.fastFits(s, raw, at);
   return then(r.lookup(at.path, follow), (node) => {
     if (node.where === 'device') return r.rewrite(s, [[pathIdx, node.path]]);
-    // A symlink into a writable mount: that answer is only kept for a moment.
-    if (!r.mountOf(node.path).readonly) r.fastUnfit(s);
+    r.fastFound(s, node);
     return write(node.st);
   });
 }
@@ -1113,12 +1151,14 @@ function accessHandler(at: boolean, withFlags: boolean): Handler {
 
 function xattrPath(follow: boolean, kind: 'get' | 'list' | 'set' | 'remove'): Handler {
   return (r, s) => {
-    const { at } = r.placeArg(s, AT.FDCWD, 0, follow);
+    const { raw, at } = r.placeArg(s, AT.FDCWD, 0, follow);
     if (at.kind !== 'view') return pass;
+    r.fastFits(s, raw, at);
     // Host extended attributes are not part of the view: none to read, none to set.
-    return then(r.lookup(at.path, follow), () =>
-      kind === 'list' ? ret(0) : fail(kind === 'get' ? E.ENODATA : E.EOPNOTSUPP),
-    );
+    return then(r.lookup(at.path, follow), (node) => {
+      r.fastFound(s, node);
+      return kind === 'list' ? ret(0) : fail(kind === 'get' ? E.ENODATA : E.EOPNOTSUPP);
+    });
   };
 }
 

@@ -8,18 +8,39 @@ import type { ViewNode, ViewStat } from '../transport/view.ts';
 /** How long read-only answers are trusted across runs (within one run: for the whole run). */
 export const LEASE_MS = 30_000;
 
+/**
+ * A Map that forgets its oldest entry when a new one would pass `max`: a walk of a huge
+ * sysroot costs round trips again, never unbounded memory.
+ */
+export class CappedMap<K, V> extends Map<K, V> {
+  private readonly max: number;
+
+  constructor(max: number) {
+    super();
+    this.max = max;
+  }
+
+  override set(key: K, value: V): this {
+    if (this.size >= this.max && !this.has(key)) this.delete(this.keys().next().value as K);
+    return super.set(key, value);
+  }
+}
+
+/** Entries each memory keeps: ~300 bytes per node, so tens of MiB at most. */
+export const MEMORY_ENTRIES = 50_000;
+
 export class ViewMemory {
   readonly born = Date.now();
   /** lookup / open answers in read-only mounts: the node, or the errno. */
-  readonly roLookups = new Map<string, ViewNode | string>();
+  readonly roLookups = new CappedMap<string, ViewNode | string>(MEMORY_ENTRIES);
   /** access answers in read-only mounts: 0, a device path, or the errno. */
-  readonly roAccess = new Map<string, 0 | { device: string } | string>();
+  readonly roAccess = new CappedMap<string, 0 | { device: string } | string>(MEMORY_ENTRIES);
   /** readlink targets in read-only mounts. */
-  readonly roTargets = new Map<string, string | { device: string }>();
+  readonly roTargets = new CappedMap<string, string | { device: string }>(MEMORY_ENTRIES);
   /** The content key last seen per view path, offered back so unchanged files are not resent. */
-  readonly haveKey = new Map<string, string>();
+  readonly haveKey = new CappedMap<string, string>(MEMORY_ENTRIES);
   /** Host attributes of cache entries (by key) and the view path they were opened as. */
-  readonly keyInfo = new Map<string, { path: string; st: ViewStat }>();
+  readonly keyInfo = new CappedMap<string, { path: string; st: ViewStat }>(MEMORY_ENTRIES);
 
   get fresh(): boolean {
     return Date.now() - this.born < LEASE_MS;
@@ -32,6 +53,8 @@ export class ViewMemories {
 
   /** The memory for `lease`, a new one when there is none or it has expired. */
   for(lease: string): ViewMemory {
+    // Expired memories of other leases are never used again.
+    for (const [k, old] of this.byLease) if (!old.fresh) this.byLease.delete(k);
     let m = this.byLease.get(lease);
     if (!m?.fresh) {
       m = new ViewMemory();

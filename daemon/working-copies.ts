@@ -61,6 +61,8 @@ export class WorkingCopies {
   private flushing: Promise<void> = Promise.resolve();
   /** Queued write-back batches not finished yet. */
   private pending = 0;
+  /** Called when a new copy makes a host file's attributes the copy's (overlay()). */
+  onCopy: () => void = () => {};
 
   constructor(dir: string, client: ViewClient, owner: { uid: number; gid: number }, log: Logger) {
     this.dir = dir;
@@ -88,6 +90,7 @@ export class WorkingCopies {
       this.active.add(have);
       return have.file;
     }
+    this.onCopy();
     const file = join(this.dir, String(this.next++));
     const cached = cache.get(key);
     if (content) writeFileSync(file, content, { mode: 0o600 });

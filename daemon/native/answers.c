@@ -3,8 +3,9 @@
  * by (answer class, follow, access mode, absolute path as written), and the mechanism that
  * answers a seccomp stop from it without returning to JavaScript: read the path argument,
  * look it up, write the answer's bytes into the tracee, skip the call with its result, resume.
- * Which calls may be answered, where their arguments are and what an answer holds are all
- * decided in TypeScript (daemon/fast-answers.ts); a miss leaves the stop to it untouched.
+ * Which calls may be answered, where their arguments are, what an answer holds and how long
+ * are all decided in TypeScript (daemon/fast-answers.ts); a miss leaves the stop to it
+ * untouched.
  */
 #define _GNU_SOURCE
 #include "napi-util.h"
@@ -14,6 +15,7 @@
 #include <linux/ptrace.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -35,6 +37,10 @@ struct entry {
   uint32_t data_len;
   int64_t ret;
   uint8_t *data;
+  /* An answer that holds for a while (a writable mount's): until `expires` (CLOCK_MONOTONIC
+   * ns) and while the table's generation is still `gen`. 0: for the rest of the run. */
+  int64_t expires;
+  uint64_t gen;
 };
 
 struct table {
@@ -43,7 +49,19 @@ struct table {
   struct entry *slots;
   uint32_t cap, used, max_entries;
   uint64_t hits, misses, bytes, max_bytes;
+  /* Bumped by answersForgetPassing(): every answer with an expiry stops counting at once. */
+  uint64_t gen;
 };
+
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static bool live(const struct table *t, const struct entry *e) {
+  return e->expires == 0 || (e->gen == t->gen && now_ns() < e->expires);
+}
 
 static uint64_t hash(const uint8_t *k, size_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -124,19 +142,21 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   return res;
 }
 
-/* answersSet(table, key, ret, data|null) */
+/* answersSet(table, key, ret, data|null, ttlMs): ttlMs 0 keeps it for the run; otherwise it
+ * holds for ttlMs or until answersForgetPassing(). */
 static napi_value js_set(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   struct table *t;
   void *key, *data = NULL;
   size_t key_len, data_len = 0;
-  int64_t ret;
+  int64_t ret, ttl;
   napi_valuetype dt;
-  if (argc < 4 || !(t = get_table(env, argv[0])) ||
+  if (argc < 5 || !(t = get_table(env, argv[0])) ||
       !get_buffer(env, argv[1], "key", &key, &key_len) ||
-      !get_int(env, argv[2], "ret", -4095, INT32_MAX, &ret))
+      !get_int(env, argv[2], "ret", -4095, INT32_MAX, &ret) ||
+      !get_int(env, argv[4], "ttlMs", 0, 1 << 30, &ttl))
     return NULL;
   napi_typeof(env, argv[3], &dt);
   if (dt != napi_null && !get_buffer(env, argv[3], "data", &data, &data_len)) return NULL;
@@ -160,7 +180,21 @@ static napi_value js_set(napi_env env, napi_callback_info info) {
   if (data_len) memcpy(e->data, data, data_len);
   e->data_len = (uint32_t)data_len;
   e->ret = ret;
+  e->expires = ttl ? now_ns() + ttl * 1000000 : 0;
+  e->gen = t->gen;
   t->bytes += key_len + data_len;
+  return NULL;
+}
+
+/* answersForgetPassing(table): answers with an expiry no longer count (the run changed
+ * something in a writable mount); those kept for the run stay. */
+static napi_value js_forget_passing(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct table *t;
+  if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
+  t->gen++;
   return NULL;
 }
 
@@ -262,7 +296,7 @@ int answers_try(void *table, pid_t pid) {
   key[1] = sp->flags >= 0 ? !((int32_t)a[sp->flags] & AT_SYMLINK_NOFOLLOW_) : sp->follow;
   key[2] = sp->mode >= 0 ? (uint8_t)(a[sp->mode] & 7) : 0;
   struct entry *e = find(t, key, 3 + (size_t)len);
-  if (!e->key) goto miss;
+  if (!e->key || !live(t, e)) goto miss;
   int64_t ret = e->ret;
   size_t n = e->data_len;
   if (sp->cls == CLASS_READLINK && ret >= 0) {
@@ -285,6 +319,7 @@ napi_value answers_init(napi_env env, napi_value exports) {
       {"answersCreate", NULL, js_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"answersSet", NULL, js_set, NULL, NULL, NULL, napi_enumerable, NULL},
       {"answersClear", NULL, js_clear, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"answersForgetPassing", NULL, js_forget_passing, NULL, NULL, NULL, napi_enumerable, NULL},
       {"answersStats", NULL, js_stats, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);

@@ -498,6 +498,7 @@ t.test(
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 static void st(int r, struct stat *s) {
   if (r) printf(" E%d", errno); else printf(" %lu:%o:%ld:%lu", (unsigned long)s->st_ino, s->st_mode, (long)s->st_size, (unsigned long)s->st_nlink);
@@ -517,6 +518,9 @@ int main(int argc, char **argv) {
       else printf(" x%llu:%o", (unsigned long long)x.stx_ino, x.stx_mode);
       for (int m = 0; m < 8; m++) printf(" a%d:%d", m, access(p, m) ? errno : 0);
       printf(" n%d", syscall(SYS_faccessat2, AT_FDCWD, p, X_OK, AT_SYMLINK_NOFOLLOW) ? errno : 0);
+      printf(" g%d", getxattr(p, "security.selinux", buf, sizeof buf) < 0 ? errno : 0);
+      printf(" h%d", lgetxattr(p, "system.posix_acl_access", NULL, 0) < 0 ? errno : 0);
+      printf(" i%ld", listxattr(p, buf, sizeof buf));
       long n = readlink(p, buf, sizeof buf);
       printf(" l%ld:%.*s", n < 0 ? -errno : n, n < 0 ? 0 : (int)n, buf);
       n = readlink(p, buf, 2);
@@ -545,7 +549,9 @@ int main(int argc, char **argv) {
     t.match(first[0], new RegExp(`^/usr/bin/env ${env.ino}:${env.mode.toString(8)}:${env.size}:`));
     t.match(first[2], /^\/bin \d+:40755:\d+:\d+ \d+:120777:\d+:1 /);
     t.match(first[2], / l7:usr\/bin s2:us$/);
-    t.match(first[3], /^\/etc\/passwd\/x E20 E20 E20 E20 a0:20/);
+    t.match(first[3], /^\/etc\/passwd\/x E20 E20 E20 E20 a0:20 .* g20 h20 i-1 /);
+    // Host files show no extended attributes.
+    t.match(first[0], / g61 h61 i0 /);
     t.match(first[4], /^\/nonexistent-tether E2 E2 E2 E2 a0:2 .* l-2: s-2:$/);
     // W_OK in the read-only view: EROFS, as on a read-only mount.
     t.match(first[0], / a2:30 /);
@@ -645,5 +651,74 @@ int main(void) {
       ['. .. a b c'],
       'each directory once, whole, wherever its listing was dropped',
     );
+  },
+);
+
+t.test(
+  "the tracer's table follows the run's own changes and the host's after a second",
+  async (t) => {
+    const probe = cc(
+      'fast-writable',
+      `#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static char f[512], g[512];
+static void show(const char *what, const char *p) {
+  struct stat s;
+  for (int i = 0; i < 2; i++) {
+    if (stat(p, &s)) printf("%s E%d\\n", what, errno);
+    else printf("%s %ld %o\\n", what, (long)s.st_size, s.st_mode & 07777);
+  }
+}
+int main(int argc, char **argv) {
+  snprintf(f, sizeof f, "%s/f", argv[1]);
+  snprintf(g, sizeof g, "%s/g", argv[1]);
+  if (argc > 2) {
+    show("before", f);
+    sleep(2);
+    show("after", f);
+    return 0;
+  }
+  show("start", f);
+  int fd = open(f, O_WRONLY | O_APPEND);
+  if (write(fd, "abc", 3) != 3) return 1;
+  show("writing", f);
+  close(fd);
+  show("closed", f);
+  chmod(f, 0600);
+  show("chmod", f);
+  rename(f, g);
+  show("renamed-from", f);
+  show("renamed-to", g);
+  unlink(g);
+  show("unlinked", g);
+  return 0;
+}
+`,
+    );
+    const natDir = mkdtempSync(join(work, 'fw-native-'));
+    const viewDir = mkdtempSync(join(work, 'fw-view-'));
+    for (const dir of [natDir, viewDir]) {
+      writeFileSync(join(dir, 'f'), 'hello\n');
+      chmodSync(join(dir, 'f'), 0o644);
+    }
+    const native = spawnSync(probe, [natDir], { encoding: 'utf8' });
+    t.equal(native.status, 0);
+    t.match(native.stdout, /^start 6 644\n.*writing 9 644\n.*unlinked E2\n$/s);
+    const r = await run([probe, viewDir]);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout, native.stdout, 'each answer as the kernel gives it for its own files');
+
+    // The host appends while the program sleeps: after the answers' second it sees the change.
+    const hostDir = mkdtempSync(join(work, 'fw-host-'));
+    writeFileSync(join(hostDir, 'f'), 'hello\n');
+    const running = run([probe, hostDir, 'wait']);
+    setTimeout(() => writeFileSync(join(hostDir, 'f'), 'hello, world\n'), 500);
+    const w = await running;
+    t.equal(w.code, 0, w.stderr);
+    t.equal(w.stdout, 'before 6 644\nbefore 6 644\nafter 13 644\nafter 13 644\n');
   },
 );
