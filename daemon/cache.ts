@@ -134,6 +134,9 @@ export class ContentCache {
     return own;
   }
 
+  /** Called when an entry goes: paths handed out for it are no longer there. */
+  readonly onDrop = new Set<() => void>();
+
   /** The key of a path handed out, or null if `path` is not an entry. */
   keyOf(path: string): string | null {
     const prefix = `${this.links ?? this.files}/`;
@@ -234,6 +237,7 @@ export class ContentCache {
   private forget(key: string): boolean {
     const e = this.entries.get(key);
     if (!e) return false;
+    for (const f of this.onDrop) f();
     this.entries.delete(key);
     this.total -= e.size;
     const name = encodeKey(key);

@@ -6,7 +6,7 @@
 // memory keeps. Everything else stays a miss, decided by daemon/redirect.ts as before.
 import { constants } from 'node:os';
 import { type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
-import { AT } from '../arch/fcntl.ts';
+import { AT, OPEN_FLAGS } from '../arch/fcntl.ts';
 import { encodeStat, encodeStatx } from '../arch/structs.ts';
 import type { ViewStat } from '../transport/view.ts';
 import * as native from './native.ts';
@@ -20,6 +20,7 @@ const CLASS = {
   readlink: 5,
   xattr: 6,
   xattrList: 7,
+  open: 8,
 } as const;
 type Class = keyof typeof CLASS;
 
@@ -60,11 +61,25 @@ const SPECS: Record<string, Spec> = {
   readlink: spec('readlink', 0, { buf: 1, size: 2, follow: false }),
   readlinkat: spec('readlink', 1, { buf: 2, size: 3, follow: false }),
   // Host files show no extended attributes: the answer only says whether the path is there.
+  // A plain read-only open of cached content: opened as its device copy (a path rewrite).
+  open: spec('open', 0, { flags: 1 }),
+  openat: spec('open', 1, { flags: 2 }),
   getxattr: spec('xattr', 0, {}),
   lgetxattr: spec('xattr', 0, { follow: false }),
   listxattr: spec('xattrList', 0, {}),
   llistxattr: spec('xattrList', 0, { follow: false }),
 };
+
+const SPEC_BYTES = 11;
+
+/**
+ * Open flags that make an open more than a plain read of a file (daemon/redirect.ts doOpen
+ * rewrites only the others to a cached copy without asking the host).
+ */
+export function plainOpenMask(abi: ArchAbi): number {
+  const F = OPEN_FLAGS[abi.name];
+  return F.O_CREAT | F.O_TRUNC | F.O_PATH | F.O_DIRECTORY | F.O_NOFOLLOW | F.O_ACCMODE;
+}
 
 /** Errors the read-only memory keeps, per class (access also keeps its verdicts). */
 const KEPT_ERRORS: Record<Class, readonly string[]> = {
@@ -75,6 +90,7 @@ const KEPT_ERRORS: Record<Class, readonly string[]> = {
   access: ['ENOENT', 'ENOTDIR', 'EACCES', 'EROFS'],
   xattr: ['ENOENT', 'ENOTDIR', 'ENODATA'],
   xattrList: ['ENOENT', 'ENOTDIR'],
+  open: [],
 };
 
 const ERRNO = new Map<number, string>(
@@ -122,16 +138,19 @@ export class FastAnswers {
       this.table = null;
       return;
     }
-    const specs = Buffer.alloc(1024 * 7);
+    const specs = Buffer.alloc(1024 * SPEC_BYTES);
+    const zero = plainOpenMask(HOST);
     for (const [name, s] of Object.entries(SPECS)) {
       const nr = HOST.syscallNumber(name);
       if (nr === undefined || nr >= 1024) continue;
+      const at = nr * SPEC_BYTES;
       specs.set(
         [CLASS[s.cls], s.path, s.buf, s.flags, s.mode, s.size, s.follow ? 1 : 0].map(
           (v) => v & 0xff,
         ),
-        nr * 7,
+        at,
       );
+      if (s.cls === 'open') specs.writeUInt32LE(zero, at + 7);
     }
     this.table = native.answersCreate(HOST.auditArch, specs, MAX_ENTRIES, MAX_BYTES);
     live.add(this);
@@ -169,7 +188,16 @@ export class FastAnswers {
    */
   remember(s: SyscallStop, raw: string, action: Action, ttlMs: number): void {
     const sp = SPECS[s.name];
-    if (!this.table || !sp || action.kind !== 'return') return;
+    if (!this.table || !sp) return;
+    if (sp.cls === 'open') {
+      // The path argument replaced by the device copy's, written by the rewrite.
+      const w = s.written;
+      if (action.kind !== 'rewrite' || action.args.size !== 1 || !w) return;
+      if (action.args.get(sp.path) !== w.addr) return;
+      native.answersSet(this.table, this.key(s, sp, raw), 0, w.data, ttlMs);
+      return;
+    }
+    if (action.kind !== 'return') return;
     const value = action.value;
     let data: Buffer | null = null;
     if (value < 0n) {
@@ -223,12 +251,18 @@ export class FastAnswers {
     return this.table && native.answersStats(this.table);
   }
 
+  /** Everything goes (a cached file an open answer names was dropped). */
+  clear(): void {
+    if (this.table) native.answersClear(this.table);
+  }
+
   /** The run changed something in a writable mount: answers kept with a ttl go. */
   forgetPassing(): void {
     if (this.table) native.answersForgetPassing(this.table);
   }
 
   private follows(s: SyscallStop, sp: Spec): boolean {
+    if (sp.cls === 'open') return true;
     return sp.flags >= 0
       ? !(Number(s.args[sp.flags]! & 0xffffffffn) & AT.SYMLINK_NOFOLLOW)
       : sp.follow;

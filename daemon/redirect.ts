@@ -30,7 +30,7 @@ import type { ContentCache } from './cache.ts';
 import { type Walked, walkDevice } from './device-walk.ts';
 import type { ExecLinks } from './exec-links.ts';
 import { prepareExec } from './exec-view.ts';
-import { FastAnswers } from './fast-answers.ts';
+import { FastAnswers, plainOpenMask } from './fast-answers.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
 import { fdPos, fdTarget, umaskOf } from './procfs.ts';
@@ -154,12 +154,22 @@ export class Redirector {
     // A write-back renames a new file over the host's: what was learned of the old one is stale
     // (its inode number may come back as another file's).
     // What the C table repeats goes with what it was learned from.
+    run.cache.onDrop.add(this.cacheDropped);
     this.recent.onForget = () => this.fast.forgetPassing();
     this.work.onCopy = () => this.fast.forgetPassing();
     this.work.onWrittenBack = (path) => {
       this.recent.forget(path);
       this.mem.haveKey.delete(path);
     };
+  }
+
+  private readonly cacheDropped = () => this.fast.clear();
+
+  /** The run is over. */
+  close(): void {
+    this.run.cache.onDrop.delete(this.cacheDropped);
+    this.fast.close();
+    this.work.close();
   }
 
   /** Syscall names to trap per ABI (those with a handler). */
@@ -836,10 +846,10 @@ function doOpen(
   if (at.kind !== 'view') return pass;
   const path = at.path;
   // The loader's and the compiler's opens of a sysroot's files: known without a round trip.
-  const plain = F.O_CREAT | F.O_TRUNC | F.O_PATH | F.O_DIRECTORY | F.O_NOFOLLOW | F.O_ACCMODE;
-  if ((flags & plain) === 0 && r.work.existing(path) === null) {
+  if ((flags & plainOpenMask(s.abi)) === 0 && r.work.existing(path) === null) {
     const hit = r.cachedHit(path);
     if (hit?.file) {
+      r.fastFits(s, raw, at);
       return r.rewrite(s, [[pathIdx, hit.file]]);
     }
   }

@@ -140,7 +140,7 @@ export class SyscallStop {
    */
   scratch(data: Buffer): bigint {
     this.scratchTop = (this.scratchTop - BigInt(data.length)) & ~15n;
-    native.writeMem(this.task.tid, this.scratchTop, data);
+    this.writeMem(this.scratchTop, data);
     return this.scratchTop;
   }
 }

@@ -236,8 +236,7 @@ export class ViewSession {
   }
 
   cleanup(): void {
-    this.redirector.fast.close();
-    this.redirector.work.close();
+    this.redirector.close();
     rmSync(this.scratch, { recursive: true, force: true });
   }
 }

@@ -24,11 +24,15 @@
 #define MAX_PATH 4096
 #define AT_SYMLINK_NOFOLLOW_ 0x100
 #define CLASS_READLINK 5
+#define CLASS_OPEN 8
+#define SPEC_BYTES 11
 
 struct spec {
   uint8_t cls; /* 0: not answered here */
   int8_t path, buf, flags, mode, size;
   uint8_t follow; /* without a flags argument */
+  /* CLASS_OPEN: flag bits that must all be clear in the flags argument (a plain read). */
+  uint32_t zero;
 };
 
 struct entry {
@@ -106,8 +110,9 @@ static struct table *get_table(napi_env env, napi_value v) {
 }
 
 /* answersCreate(arch, specs, maxEntries, maxBytes): a table for calls of AUDIT_ARCH `arch`;
- * specs is an Int8Array of 7 bytes per syscall number (class, path, buf, flags, mode, size,
- * follow; -1 for an argument the call lacks). When full, the table starts over empty. */
+ * specs holds 11 bytes per syscall number: class, the path, buf, flags, mode and size
+ * argument (-1 for one the call lacks), follow, and a little-endian u32 of flag bits that
+ * must be clear (opens). When full, the table starts over empty. */
 static napi_value js_create(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -133,9 +138,11 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
     return throw_errno(env, "calloc", ENOMEM);
   }
   const int8_t *s = specs;
-  for (size_t nr = 0; nr < MAX_NR && (nr + 1) * 7 <= specs_len; nr++) {
-    const int8_t *p = s + nr * 7;
-    t->specs[nr] = (struct spec){(uint8_t)p[0], p[1], p[2], p[3], p[4], p[5], (uint8_t)p[6]};
+  for (size_t nr = 0; nr < MAX_NR && (nr + 1) * SPEC_BYTES <= specs_len; nr++) {
+    const int8_t *p = s + nr * SPEC_BYTES;
+    const uint8_t *z = (const uint8_t *)p + 7;
+    t->specs[nr] = (struct spec){(uint8_t)p[0], p[1], p[2], p[3], p[4], p[5], (uint8_t)p[6],
+                                 z[0] | z[1] << 8 | z[2] << 16 | (uint32_t)z[3] << 24};
   }
   napi_value res;
   napi_create_external(env, t, finalize, NULL, &res);
@@ -246,35 +253,76 @@ static int write_mem(pid_t pid, uint64_t addr, const void *data, size_t len) {
   return process_vm_writev(pid, &l, 1, &r, 1, 0) == (ssize_t)len ? 0 : -1;
 }
 
+/* The tracee's general registers (NT_PRSTATUS) and where its stack pointer and syscall
+ * arguments are in them. */
+#if defined(__x86_64__)
+typedef unsigned long long reg_t;
+#define NREGS 27 /* struct user_regs_struct */
+#define RED_ZONE 128
+static const int ARG_REG[6] = {14, 13, 12, 7, 9, 8}; /* rdi rsi rdx r10 r8 r9 */
+#define SP_REG 19
+#elif defined(__aarch64__)
+typedef unsigned long long reg_t;
+#define NREGS 34 /* x0..x30, sp, pc, pstate */
+#define RED_ZONE 0
+static const int ARG_REG[6] = {0, 1, 2, 3, 4, 5};
+#define SP_REG 31
+#elif defined(__arm__)
+typedef unsigned long reg_t;
+#define NREGS 18 /* r0..r15, cpsr, orig_r0 */
+#define RED_ZONE 0
+static const int ARG_REG[6] = {0, 1, 2, 3, 4, 5};
+#define SP_REG 13
+#endif
+
 /* Skips the call the tracee is stopped at (a seccomp stop) with `ret` as its result. */
 static int skip_with(pid_t pid, int64_t ret) {
+#if defined(NREGS)
+  reg_t regs[NREGS];
+  struct iovec io = {regs, sizeof regs};
+#if defined(__arm__)
+  if (syscall(SYS_ptrace, 23 /* PTRACE_SET_SYSCALL */, pid, 0, (void *)-1L) < 0) return -1;
+#endif
+  if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
 #if defined(__x86_64__)
-  unsigned long long regs[27]; /* struct user_regs_struct */
-  struct iovec io = {regs, sizeof regs};
-  if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
-  regs[15] = (unsigned long long)-1; /* orig_rax */
-  regs[10] = (unsigned long long)ret; /* rax */
-  return (int)syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)NT_PRSTATUS, &io);
-#elif defined(__aarch64__)
-  unsigned long long regs[34]; /* struct user_pt_regs: x0..x30, sp, pc, pstate */
-  struct iovec io = {regs, sizeof regs};
-  if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
-  regs[0] = (unsigned long long)ret;
+  regs[15] = (reg_t)-1; /* orig_rax */
+  regs[10] = (reg_t)ret; /* rax */
+#else
+  regs[0] = (reg_t)ret;
+#endif
   if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
+#if defined(__aarch64__)
   int nr = -1;
   struct iovec sio = {&nr, sizeof nr};
   return (int)syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)0x404 /* NT_ARM_SYSTEM_CALL */,
                       &sio);
-#elif defined(__arm__)
-  unsigned long regs[18]; /* r0..r15, cpsr, orig_r0 */
-  struct iovec io = {regs, sizeof regs};
-  if (syscall(SYS_ptrace, 23 /* PTRACE_SET_SYSCALL */, pid, 0, (void *)-1L) < 0) return -1;
-  if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0) return -1;
-  regs[0] = (unsigned long)ret;
-  return (int)syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)NT_PRSTATUS, &io);
+#endif
+  return 0;
 #else
   (void)pid;
   (void)ret;
+  return -1;
+#endif
+}
+
+/* Lets the call run with path argument `arg` replaced by `path` (NUL included), written on
+ * the tracee's stack below its red zone, as the TypeScript tracer's rewrite does. */
+static int rewrite_path(pid_t pid, int arg, const uint8_t *path, size_t len) {
+#if defined(NREGS)
+  reg_t regs[NREGS];
+  struct iovec io = {regs, sizeof regs};
+  if (arg < 0 || arg > 5 ||
+      syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (void *)NT_PRSTATUS, &io) < 0)
+    return -1;
+  uint64_t at = ((uint64_t)regs[SP_REG] - RED_ZONE - len) & ~(uint64_t)15;
+  if (write_mem(pid, at, path, len) < 0) return -1;
+  regs[ARG_REG[arg]] = (reg_t)at;
+  return (int)syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (void *)NT_PRSTATUS, &io);
+#else
+  (void)pid;
+  (void)arg;
+  (void)path;
+  (void)len;
   return -1;
 #endif
 }
@@ -293,10 +341,22 @@ int answers_try(void *table, pid_t pid) {
   long len = read_path(pid, a[sp->path], (char *)key + 3);
   if (len <= 0 || key[3] != '/') goto miss;
   key[0] = sp->cls;
-  key[1] = sp->flags >= 0 ? !((int32_t)a[sp->flags] & AT_SYMLINK_NOFOLLOW_) : sp->follow;
+  if (sp->cls == CLASS_OPEN) {
+    if ((uint32_t)a[sp->flags] & sp->zero) goto miss;
+    key[1] = 1;
+  } else
+    key[1] = sp->flags >= 0 ? !((int32_t)a[sp->flags] & AT_SYMLINK_NOFOLLOW_) : sp->follow;
   key[2] = sp->mode >= 0 ? (uint8_t)(a[sp->mode] & 7) : 0;
   struct entry *e = find(t, key, 3 + (size_t)len);
   if (!e->key || !live(t, e)) goto miss;
+  if (sp->cls == CLASS_OPEN) {
+    /* The answer is the device path to open instead (its content in the cache). */
+    if (!e->data_len || rewrite_path(pid, sp->path, e->data, e->data_len) < 0 ||
+        syscall(SYS_ptrace, PTRACE_CONT, pid, 0, 0) < 0)
+      goto miss;
+    t->hits++;
+    return 1;
+  }
   int64_t ret = e->ret;
   size_t n = e->data_len;
   if (sp->cls == CLASS_READLINK && ret >= 0) {

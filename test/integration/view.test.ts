@@ -521,6 +521,17 @@ int main(int argc, char **argv) {
       printf(" g%d", getxattr(p, "security.selinux", buf, sizeof buf) < 0 ? errno : 0);
       printf(" h%d", lgetxattr(p, "system.posix_acl_access", NULL, 0) < 0 ? errno : 0);
       printf(" i%ld", listxattr(p, buf, sizeof buf));
+      int fd = open(p, O_RDONLY | O_CLOEXEC);
+      if (fd < 0) printf(" o%d", errno);
+      else {
+        unsigned char head[4] = {0};
+        char self[64], where[256];
+        long got = read(fd, head, 4);
+        snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+        long wl = readlink(self, where, sizeof where);
+        printf(" o%ld:%02x%02x%02x%02x:%.*s", got, head[0], head[1], head[2], head[3], wl < 0 ? 0 : (int)wl, where);
+        close(fd);
+      }
       long n = readlink(p, buf, sizeof buf);
       printf(" l%ld:%.*s", n < 0 ? -errno : n, n < 0 ? 0 : (int)n, buf);
       n = readlink(p, buf, 2);
@@ -555,6 +566,8 @@ int main(int argc, char **argv) {
     t.match(first[4], /^\/nonexistent-tether E2 E2 E2 E2 a0:2 .* l-2: s-2:$/);
     // W_OK in the read-only view: EROFS, as on a read-only mount.
     t.match(first[0], / a2:30 /);
+    // An open reads the host file's bytes and the fd names the view path.
+    t.match(first[0], / o4:7f454c46:\/usr\/bin\/env /);
     t.ok((await hits()) - before >= 2 * paths.length * 10, 'rounds 2 and 3 came from the table');
   },
 );
@@ -720,5 +733,37 @@ int main(int argc, char **argv) {
     const w = await running;
     t.equal(w.code, 0, w.stderr);
     t.equal(w.stdout, 'before 6 644\nbefore 6 644\nafter 13 644\nafter 13 644\n');
+  },
+);
+
+t.test(
+  "repeated opens of a cached read-only file are rewritten by the tracer's table",
+  async (t) => {
+    const prog = cc(
+      'open-loop',
+      `#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+  for (int i = 0; i < 50; i++) {
+    char b[4];
+    int fd = open("/usr/bin/env", O_RDONLY);
+    if (fd < 0 || read(fd, b, 4) != 4 || memcmp(b, "\\x7f" "ELF", 4)) return 1;
+    close(fd);
+  }
+  puts("ok");
+  return 0;
+}
+`,
+    );
+    const hits = async () =>
+      JSON.parse((await tether(d, ['status', '--json'])).stdout).info.fastAnswers.hits as number;
+    const before = await hits();
+    const r = await run([prog]);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout, 'ok\n');
+    // The first open fetches, the second is rewritten by TypeScript and kept, the rest by C.
+    t.ok((await hits()) - before >= 48, 'opens 3 to 50 came from the table');
   },
 );
