@@ -73,6 +73,17 @@ const SPECS: Record<string, Spec> = {
 const SPEC_BYTES = 11;
 
 /**
+ * A relative path as answers.c keys it (after its leading "./"), or null when it names its
+ * directory some other way ("..", ".", "//", a trailing "/"): those are never kept.
+ */
+export function relativeKey(raw: string): string | null {
+  let rel = raw;
+  while (rel.startsWith('./')) rel = rel.slice(2);
+  if (rel === '' || rel.split('/').some((c) => c === '' || c === '.' || c === '..')) return null;
+  return rel;
+}
+
+/**
  * Open flags that make an open more than a plain read of a file (daemon/redirect.ts doOpen
  * rewrites only the others to a cached copy without asking the host).
  */
@@ -163,6 +174,11 @@ export class FastAnswers {
     finished.hits += s.hits;
     finished.misses += s.misses;
     native.answersClear(this.table);
+  }
+
+  /** The dirfd a relative path of this call starts from, as answers.c takes it. */
+  dirfd(s: SyscallStop): number {
+    return SPECS[s.name]?.path === 1 ? Number(BigInt.asIntN(32, s.args[0]!)) : AT.FDCWD;
   }
 
   /** Whether the C table could answer this stop's call (the tracer's ABI, a call it knows). */

@@ -11,6 +11,15 @@ export function fdTarget(pid: number, fd: number): string | null {
   }
 }
 
+/** A task's working directory as the kernel shows it, or null. */
+export function cwdTarget(tid: number): string | null {
+  try {
+    return readlinkSync(`/proc/${tid}/cwd`);
+  } catch {
+    return null;
+  }
+}
+
 /** The kernel's file offset of a tracee's fd (fdinfo "pos:"). */
 export function fdPos(pid: number, fd: number): number {
   try {

@@ -30,10 +30,10 @@ import type { ContentCache } from './cache.ts';
 import { type Walked, walkDevice } from './device-walk.ts';
 import type { ExecLinks } from './exec-links.ts';
 import { prepareExec } from './exec-view.ts';
-import { FastAnswers, plainOpenMask } from './fast-answers.ts';
+import { FastAnswers, plainOpenMask, relativeKey } from './fast-answers.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
-import { fdPos, fdTarget, umaskOf } from './procfs.ts';
+import { cwdTarget, fdPos, fdTarget, umaskOf } from './procfs.ts';
 import { RECENT_MS, RecentAnswers } from './recent-answers.ts';
 import { type Action, fail, type Proc, pass, ret, type SyscallStop } from './tracer.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from './view-client.ts';
@@ -124,8 +124,8 @@ export class Redirector {
   private readonly recent = new RecentAnswers();
   /** Answers the tracer's wait repeats without JavaScript (daemon/fast-answers.ts). */
   readonly fast = new FastAnswers();
-  /** Stops whose answer the fast path may repeat: their path as written, and its mount's kind. */
-  private readonly fastFit = new WeakMap<SyscallStop, { raw: string; ro: boolean }>();
+  /** Stops whose answer the fast path may repeat: their key path, view path, mount's kind. */
+  private readonly fastFit = new WeakMap<SyscallStop, { key: string; view: string; ro: boolean }>();
   /** Path arguments per stop, for trace logs. */
   private readonly pathsRead = new WeakMap<SyscallStop, string[]>();
   /** The run's process whose first execve starts the program: `tether run` searches as execvp. */
@@ -213,12 +213,12 @@ export class Redirector {
 
   private traced(s: SyscallStop, action: Action, waited: boolean): Action {
     const fit = this.fastFit.get(s);
-    if (fit?.ro) this.fast.remember(s, fit.raw, action, 0);
+    if (fit?.ro) this.fast.remember(s, fit.key, action, 0);
     else if (fit) {
       // A writable mount's answer holds as long as the one it came from.
       const kind = this.fast.recentKind(s);
-      const ttl = kind === null ? 0 : this.recent.left(fit.raw, kind);
-      if (ttl > 0) this.fast.remember(s, fit.raw, action, ttl);
+      const ttl = kind === null ? 0 : this.recent.left(fit.view, kind);
+      if (ttl > 0) this.fast.remember(s, fit.key, action, ttl);
     }
     if (this.run.log.isLevelEnabled('trace')) {
       const a = action.kind === 'return' ? String(action.value) : action.kind;
@@ -233,13 +233,28 @@ export class Redirector {
 
   /**
    * Marks a stop whose answer only depends on its path as written, so the fast path may
-   * repeat it: an absolute path that the walk left as it was (no device directory, no /proc
-   * link on the way); for the rest of the run in a read-only mount, for as long as the
+   * repeat it: a path that the walk took as it is (no device directory, no /proc link, no
+   * `..` on the way), absolute or relative to a host directory (keyed by the placeholder the
+   * kernel has for it); for the rest of the run in a read-only mount, for as long as the
    * answer it came from holds in a writable one.
    */
   fastFits(s: SyscallStop, raw: string, at: Walked): void {
-    if (at.kind === 'view' && at.path === raw && this.fast.covers(s))
-      this.fastFit.set(s, { raw, ro: this.mountOf(raw).readonly });
+    if (at.kind !== 'view' || !this.fast.covers(s)) return;
+    let key: string;
+    if (raw.startsWith('/')) {
+      if (at.path !== raw) return;
+      key = raw;
+    } else {
+      const rel = relativeKey(raw);
+      if (rel === null) return;
+      const dirfd = this.fast.dirfd(s);
+      const base = dirfd === AT.FDCWD ? s.proc.cwd : this.fdView(s.proc.pid, dirfd);
+      if (base === null || at.path !== (base === '/' ? `/${rel}` : `${base}/${rel}`)) return;
+      const kernel = dirfd === AT.FDCWD ? cwdTarget(s.tid) : fdTarget(s.proc.pid, dirfd);
+      if (kernel === null || !this.dirPaths.has(kernel)) return;
+      key = `${kernel}/${rel}`;
+    }
+    this.fastFit.set(s, { key, view: at.path, ro: this.mountOf(at.path).readonly });
   }
 
   /**
@@ -775,8 +790,10 @@ export class Redirector {
         if (ro) this.roListed(child, node);
         else {
           this.recent.setNode(child, false, node, at);
-          if (this.fastFill(child))
-            this.fast.prefill(child, e.st, Math.floor(at + RECENT_MS - performance.now()));
+          if (this.fastFill(child)) {
+            const ttl = Math.floor(at + RECENT_MS - performance.now());
+            for (const k of this.fastKeys(path, e.name)) this.fast.prefill(k, e.st, ttl);
+          }
         }
       }
       list = [
@@ -791,6 +808,22 @@ export class Redirector {
     return list;
   }
 
+  /**
+   * The keys the fast path may see entry `name` of host directory `dir` under: its view path,
+   * and its path relative to every directory on the way that has a placeholder (a program's
+   * cwd or an open directory fd).
+   */
+  private fastKeys(dir: string, name: string): string[] {
+    const keys = [dir === '/' ? `/${name}` : `${dir}/${name}`];
+    for (let a = dir; ; a = a.slice(0, a.lastIndexOf('/')) || '/') {
+      const p = this.dirs.get(`d${a}`);
+      const below = a === '/' ? (dir === '/' ? '' : dir) : dir.slice(a.length);
+      if (p !== undefined) keys.push(`${p}${below}/${name}`);
+      if (a === '/') break;
+    }
+    return keys;
+  }
+
   /** Whether a listed entry's answers may go to the fast path ahead of any call. */
   private fastFill(child: string): boolean {
     return !this.isDevice(child) && !this.isAnchor(child) && this.work.existing(child) === null;
@@ -802,7 +835,9 @@ export class Redirector {
     const link = (node.st.mode & 0o170000) === 0o120000;
     if (!this.mem.roLookups.has(`n${child}`)) this.mem.roLookups.set(`n${child}`, node);
     if (!link && !this.mem.roLookups.has(`f${child}`)) this.mem.roLookups.set(`f${child}`, node);
-    this.fast.prefill(child, node.st, 0);
+    const name = child.slice(child.lastIndexOf('/') + 1);
+    for (const k of this.fastKeys(child.slice(0, child.lastIndexOf('/')) || '/', name))
+      this.fast.prefill(k, node.st, 0);
   }
 
   /** A listing read to its end: a reader that starts over gets a fresh one. */

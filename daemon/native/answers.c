@@ -1,6 +1,7 @@
 /*
  * The tracer's fast path (docs/hot-path.md): a table of answers that TypeScript filled, keyed
- * by (answer class, follow, access mode, absolute path as written), and the mechanism that
+ * by (answer class, follow, access mode, path: absolute as written, or a relative one after
+ * the directory it is resolved from as /proc shows it), and the mechanism that
  * answers a seccomp stop from it without returning to JavaScript: read the path argument,
  * look it up, write the answer's bytes into the tracee, skip the call with its result, resume.
  * Which calls may be answered, where their arguments are, what an answer holds and how long
@@ -18,11 +19,13 @@
 #include <time.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #define MAX_NR 1024
 #define MAX_PATH 4096
 #define AT_SYMLINK_NOFOLLOW_ 0x100
+#define AT_FDCWD_ (-100)
 #define CLASS_READLINK 5
 #define CLASS_OPEN 8
 #define SPEC_BYTES 11
@@ -337,9 +340,36 @@ int answers_try(void *table, pid_t pid) {
   const struct spec *sp = &t->specs[si.seccomp.nr];
   if (!sp->cls) return 0;
   const __u64 *a = si.seccomp.args;
-  uint8_t key[3 + MAX_PATH];
-  long len = read_path(pid, a[sp->path], (char *)key + 3);
-  if (len <= 0 || key[3] != '/') goto miss;
+  uint8_t key[3 + 2 * MAX_PATH + 1];
+  char path[MAX_PATH];
+  long len = read_path(pid, a[sp->path], path);
+  if (len <= 0) goto miss;
+  size_t klen = 3;
+  if (path[0] == '/') {
+    memcpy(key + 3, path, (size_t)len);
+    klen += (size_t)len;
+  } else {
+    /* Relative: keyed by the directory the kernel resolves it from, as /proc shows it (a
+     * placeholder of a host directory), and the rest without its leading "./". */
+    int dirfd = sp->path == 1 ? (int32_t)a[0] : AT_FDCWD_;
+    char link[64];
+    if (dirfd == AT_FDCWD_)
+      snprintf(link, sizeof link, "/proc/%d/cwd", pid);
+    else if (dirfd >= 0)
+      snprintf(link, sizeof link, "/proc/%d/fd/%d", pid, dirfd);
+    else
+      goto miss;
+    ssize_t bl = readlink(link, (char *)key + 3, MAX_PATH);
+    if (bl <= 0 || bl >= MAX_PATH || key[3] != '/') goto miss;
+    klen += (size_t)bl;
+    if (bl > 1) key[klen++] = '/';
+    const char *rel = path;
+    while (rel[0] == '.' && rel[1] == '/') rel += 2;
+    size_t rl = (size_t)(path + len - rel);
+    if (rl == 0) goto miss;
+    memcpy(key + klen, rel, rl);
+    klen += rl;
+  }
   key[0] = sp->cls;
   if (sp->cls == CLASS_OPEN) {
     if ((uint32_t)a[sp->flags] & sp->zero) goto miss;
@@ -347,7 +377,7 @@ int answers_try(void *table, pid_t pid) {
   } else
     key[1] = sp->flags >= 0 ? !((int32_t)a[sp->flags] & AT_SYMLINK_NOFOLLOW_) : sp->follow;
   key[2] = sp->mode >= 0 ? (uint8_t)(a[sp->mode] & 7) : 0;
-  struct entry *e = find(t, key, 3 + (size_t)len);
+  struct entry *e = find(t, key, klen);
   if (!e->key || !live(t, e)) goto miss;
   if (sp->cls == CLASS_OPEN) {
     /* The answer is the device path to open instead (its content in the cache). */

@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
+  copyFileSync,
   existsSync,
   linkSync,
   mkdirSync,
@@ -765,5 +766,67 @@ int main(void) {
     t.equal(r.stdout, 'ok\n');
     // The first open fetches, the second is rewritten by TypeScript and kept, the rest by C.
     t.ok((await hits()) - before >= 48, 'opens 3 to 50 came from the table');
+  },
+);
+
+t.test(
+  "relative paths from the cwd and from directory fds: the tracer's table answers them as the kernel",
+  async (t) => {
+    const probe = cc(
+      'fast-relative',
+      `#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static void show(const char *what, int r, struct stat *s) {
+  if (r) printf("%s E%d\\n", what, errno);
+  else printf("%s %ld %o\\n", what, (long)s->st_size, s->st_mode & 07777);
+}
+int main(void) {
+  struct stat s;
+  int d = open("sub", O_RDONLY | O_DIRECTORY);
+  for (int i = 0; i < 20; i++) {
+    int a = stat("sub/f", &s); long x = s.st_size;
+    int b = fstatat(d, "f", &s, 0); long y = s.st_size;
+    int c = stat("./sub/f", &s); long z = s.st_size;
+    if (a || b || c || x != 6 || y != 6 || z != 6) { printf("loop %d: %d %d %d %ld %ld %ld\\n", i, a, b, c, x, y, z); return 1; }
+  }
+  int fd = open("sub/f", O_WRONLY | O_APPEND);
+  if (write(fd, "abc", 3) != 3) return 1;
+  close(fd);
+  show("appended", stat("sub/f", &s), &s);
+  show("appended-at", fstatat(d, "f", &s, 0), &s);
+  rename("sub/f", "sub/g");
+  show("from", stat("sub/f", &s), &s);
+  show("from-at", fstatat(d, "f", &s, 0), &s);
+  show("to-at", fstatat(d, "g", &s, AT_SYMLINK_NOFOLLOW), &s);
+  if (chdir("sub")) return 1;
+  show("cd-g", stat("g", &s), &s);
+  show("cd-f", stat("f", &s), &s);
+  show("cd-up", stat("../sub/g", &s), &s);
+  return 0;
+}
+`,
+    );
+    const dirs = [mkdtempSync(join(work, 'rel-native-')), mkdtempSync(join(work, 'rel-view-'))];
+    for (const dir of dirs) {
+      mkdirSync(join(dir, 'sub'));
+      writeFileSync(join(dir, 'sub/f'), 'hello\n');
+      chmodSync(join(dir, 'sub/f'), 0o644);
+    }
+    const native = spawnSync(probe, { cwd: dirs[0], encoding: 'utf8' });
+    t.equal(native.status, 0, native.stdout);
+    t.match(native.stdout, /^appended 9 644\nappended-at 9 644\nfrom E2\n/);
+    const hits = async () =>
+      JSON.parse((await tether(d, ['status', '--json'])).stdout).info.fastAnswers.hits as number;
+    const before = await hits();
+    // Run from its own tree: /tmp, where the test's files are, is the device's.
+    copyFileSync(probe, join(dirs[1]!, 'probe'));
+    const r = await run(['./probe'], { cwd: dirs[1] });
+    t.equal(r.code, 0, r.stderr + r.stdout);
+    t.equal(r.stdout, native.stdout);
+    t.ok((await hits()) - before >= 40, 'the loop came from the table');
   },
 );
