@@ -14,6 +14,27 @@ const S_IFDIR = 0o040000;
 /** A lookup's node ('f' following the last link, 'n' not), or an access answer (0 or errno). */
 type Answer = ViewNode | 0 | string;
 
+function sameAnswer(a: Answer, b: Answer): boolean {
+  if (typeof a !== 'object' || typeof b !== 'object') return a === b;
+  if (a.where !== 'host' || b.where !== 'host') return a.where === b.where && a.path === b.path;
+  const x = a.st;
+  const y = b.st;
+  return (
+    a.path === b.path &&
+    x.ino === y.ino &&
+    x.dev === y.dev &&
+    x.mode === y.mode &&
+    x.size === y.size &&
+    x.nlink === y.nlink &&
+    x.uid === y.uid &&
+    x.gid === y.gid &&
+    x.mtime[0] === y.mtime[0] &&
+    x.mtime[1] === y.mtime[1] &&
+    x.ctime[0] === y.ctime[0] &&
+    x.ctime[1] === y.ctime[1]
+  );
+}
+
 export class RecentAnswers {
   /** Per asked path: kind ('f', 'n', 'a<mode><f|n>') → answer and when it came. */
   private readonly byPath = new Map<string, Map<string, { answer: Answer; at: number }>>();
@@ -46,6 +67,9 @@ export class RecentAnswers {
       facts = new Map();
       this.byPath.set(path, facts);
     }
+    const old = facts.get(kind);
+    // A different answer (a file the run just created was a miss): copies of the old go.
+    if (old && !sameAnswer(old.answer, answer)) this.onForget();
     facts.set(kind, { answer, at });
     if (typeof answer === 'object' && answer.path !== path) {
       const via = this.viaLink.get(answer.path);

@@ -525,12 +525,32 @@ export class Redirector {
   }
 
   lookup(path: string, follow: boolean): ViewNode | Promise<ViewNode> {
-    const k = `${follow ? 'f' : 'n'}${path}`;
+    const kind = follow ? 'f' : 'n';
+    const k = `${kind}${path}`;
     const hit = this.roHit(path, k);
     if (hit) return hit;
-    const recent = this.recent.node(path, follow);
-    if (recent) return this.work.overlay(recent);
+    const recent = this.recent.get(path, kind);
+    // A miss is remembered as briefly as a hit (make and configure probe many names).
+    if (typeof recent === 'string') throw new ViewError(recent);
+    if (typeof recent === 'object') return this.work.overlay(recent);
+    if (this.roAbsent(path)) {
+      this.mem.roLookups.set(k, 'ENOENT');
+      throw new ViewError('ENOENT');
+    }
     return this.fetchLookup(path, follow, k);
+  }
+
+  /**
+   * Whether a read-only mount's directory, listed whole in this connection, shows that
+   * `path` is not in it: ENOENT without asking the host.
+   */
+  private roAbsent(path: string): boolean {
+    const i = path.lastIndexOf('/');
+    const dir = path.slice(0, i) || '/';
+    const names = this.mem.roListings.get(dir);
+    if (!names || names.has(path.slice(i + 1))) return false;
+    const m = this.mountOf(path);
+    return m.readonly && m === this.mountOf(dir) && !this.isAnchor(path);
   }
 
   /** What an open told about `path` and the file it names: later lookups need no round trip. */
@@ -567,8 +587,10 @@ export class Redirector {
       else this.recent.setNode(path, follow, node);
       return this.work.overlay(node);
     } catch (e) {
-      if (ro && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
-        this.mem.roLookups.set(k, e.code);
+      if (e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) {
+        if (ro) this.mem.roLookups.set(k, e.code);
+        else this.recent.set(path, follow ? 'f' : 'n', e.code);
+      }
       throw e;
     }
   }
@@ -782,6 +804,7 @@ export class Redirector {
       // The walk that listed it stats every entry next: it has the answers already.
       const at = performance.now();
       const ro = this.mountOf(path).readonly;
+      if (ro) this.mem.roListings.set(path, new Set(entries.map((e) => e.name)));
       for (const e of entries) {
         if (!e.st) continue;
         const child = path === '/' ? `/${e.name}` : `${path}/${e.name}`;

@@ -35,6 +35,8 @@ export class ViewMemory {
   readonly roLookups = new CappedMap<string, ViewNode | string>(MEMORY_ENTRIES);
   /** access answers in read-only mounts: 0, a device path, or the errno. */
   readonly roAccess = new CappedMap<string, 0 | { device: string } | string>(MEMORY_ENTRIES);
+  /** Names in read-only directories listed whole: any other name is not there. */
+  readonly roListings = new CappedMap<string, Set<string>>(MEMORY_ENTRIES / 10);
   /** readlink targets in read-only mounts. */
   readonly roTargets = new CappedMap<string, string | { device: string }>(MEMORY_ENTRIES);
   /** The content key last seen per view path, offered back so unchanged files are not resent. */

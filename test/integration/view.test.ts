@@ -830,3 +830,80 @@ int main(void) {
     t.ok((await hits()) - before >= 40, 'the loop came from the table');
   },
 );
+
+t.test('a name the run found missing is there once the run makes it', async (t) => {
+  const probe = cc(
+    'miss-then-make',
+    `#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static void show(const char *p) {
+  struct stat s;
+  for (int i = 0; i < 3; i++) {
+    if (lstat(p, &s)) printf("%s E%d\\n", p, errno);
+    else printf("%s %o %ld\\n", p, s.st_mode & 0170000, (long)s.st_size);
+  }
+}
+int main(void) {
+  show("n1");
+  close(open("n1", O_CREAT | O_RDONLY, 0644));
+  show("n1");
+  show("n2");
+  mkdir("n2", 0755);
+  show("n2");
+  show("n3");
+  symlink("n1", "n3");
+  show("n3");
+  show("n2/n4");
+  if (rename("n1", "n2/n4")) return 1;
+  show("n2/n4");
+  show("n1");
+  return 0;
+}
+`,
+  );
+  const dirs = [mkdtempSync(join(work, 'miss-native-')), mkdtempSync(join(work, 'miss-view-'))];
+  const native = spawnSync(probe, { cwd: dirs[0], encoding: 'utf8' });
+  t.equal(native.status, 0, native.stdout);
+  t.match(native.stdout, /^n1 E2\nn1 E2\nn1 E2\nn1 100000 0\n/);
+  copyFileSync(probe, join(dirs[1]!, 'probe'));
+  const r = await run(['./probe'], { cwd: dirs[1] });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, native.stdout);
+});
+
+t.test(
+  'after a read-only directory is listed whole, names not in it are ENOENT and the rest are found',
+  async (t) => {
+    const probe = cc(
+      'listed-then-probe',
+      `#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+int main(void) {
+  DIR *d = opendir("/usr/bin");
+  int n = 0;
+  while (readdir(d)) n++;
+  closedir(d);
+  struct stat s;
+  const char *p[] = {"/usr/bin/env", "/usr/bin/no-such-tether-tool", "/usr/bin/env/x", "/usr/bin/../bin/env"};
+  for (int i = 0; i < 4; i++) printf("%s %d\\n", p[i], stat(p[i], &s) ? errno : 0);
+  printf("%d\\n", n > 10);
+  return 0;
+}
+`,
+    );
+    const native = spawnSync(probe, { encoding: 'utf8' });
+    t.equal(native.status, 0);
+    t.equal(
+      native.stdout,
+      '/usr/bin/env 0\n/usr/bin/no-such-tether-tool 2\n/usr/bin/env/x 20\n/usr/bin/../bin/env 0\n1\n',
+    );
+    const r = await run([probe]);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout, native.stdout);
+  },
+);
