@@ -11,7 +11,7 @@ import {
   statSync,
 } from 'node:fs';
 import { constants } from 'node:os';
-import type { Redirector } from './redirect.ts';
+import type { Redirector } from './redirect/redirector.ts';
 import type { Proc, SyscallStop } from './tracer.ts';
 import { ViewError } from './view-client.ts';
 

@@ -4,7 +4,8 @@
 import t from 'tap';
 import { ARCH_ABIS } from '../../arch/abi.ts';
 import { SYSCALLS } from '../../arch/syscalls.ts';
-import { ENOSYS_CALLS, Redirector } from '../../daemon/redirect.ts';
+import { ENOSYS_CALLS } from '../../daemon/redirect/index.ts';
+import { Redirector } from '../../daemon/redirect/redirector.ts';
 import { buildFilter, type FilterAbi } from '../../daemon/seccomp.ts';
 import { filterAbis } from '../../daemon/view-session.ts';
 
