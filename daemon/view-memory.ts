@@ -31,14 +31,28 @@ export const MEMORY_ENTRIES = 50_000;
 
 export class ViewMemory {
   readonly born = Date.now();
-  /** lookup / open answers in read-only mounts: the node, or the errno. */
-  readonly roLookups = new CappedMap<string, ViewNode | string>(MEMORY_ENTRIES);
-  /** access answers in read-only mounts: 0, a device path, or the errno. */
-  readonly roAccess = new CappedMap<string, 0 | { device: string } | string>(MEMORY_ENTRIES);
+  /** Lookups in read-only mounts following a final symlink: the node, or the errno. */
+  readonly roFollow = new CappedMap<string, ViewNode | string>(MEMORY_ENTRIES);
+  /** The same not following it (lstat). */
+  readonly roNoFollow = new CappedMap<string, ViewNode | string>(MEMORY_ENTRIES);
+  /** Plain read-only opens in read-only mounts: the node, or the errno. */
+  readonly roOpens = new CappedMap<string, ViewNode | string>(MEMORY_ENTRIES);
+  /** access answers in read-only mounts by path, then by mode and follow ("4f"). */
+  readonly roAccess = new CappedMap<string, Map<string, 0 | { device: string } | string>>(
+    MEMORY_ENTRIES,
+  );
   /** Names in read-only directories listed whole: any other name is not there. */
   readonly roListings = new CappedMap<string, Set<string>>(MEMORY_ENTRIES / 10);
-  /** readlink targets in read-only mounts. */
-  readonly roTargets = new CappedMap<string, string | { device: string }>(MEMORY_ENTRIES);
+  /** readlink answers in read-only mounts: the target, a device path, or the errno. */
+  readonly roTargets = new CappedMap<string, string | { device: string } | { errno: string }>(
+    MEMORY_ENTRIES,
+  );
+
+  /** The lookup memory for `follow`. */
+  roLookups(follow: boolean): CappedMap<string, ViewNode | string> {
+    return follow ? this.roFollow : this.roNoFollow;
+  }
+
   /** The content key last seen per view path, offered back so unchanged files are not resent. */
   readonly haveKey = new CappedMap<string, string>(MEMORY_ENTRIES);
   /** Host attributes of cache entries (by key) and the view path they were opened as. */

@@ -468,28 +468,27 @@ export class Redirector {
     return null;
   }
 
-  /** A read-only mount's remembered answer for key `k` (throws its errno), or undefined. */
-  private roHit(path: string, k: string): ViewNode | undefined {
+  /** A read-only mount's remembered lookup (throws its errno), or undefined. */
+  private roHit(path: string, follow: boolean): ViewNode | undefined {
     if (!this.mountOf(path).readonly) return undefined;
-    const hit = this.mem.roLookups.get(k);
+    const hit = this.mem.roLookups(follow).get(path);
     if (typeof hit === 'string') throw new ViewError(hit);
     return hit;
   }
 
   lookup(path: string, follow: boolean): ViewNode | Promise<ViewNode> {
     const kind = follow ? 'f' : 'n';
-    const k = `${kind}${path}`;
-    const hit = this.roHit(path, k);
+    const hit = this.roHit(path, follow);
     if (hit) return hit;
     const recent = this.recent.get(path, kind);
     // A miss is remembered as briefly as a hit (make and configure probe many names).
     if (typeof recent === 'string') throw new ViewError(recent);
     if (typeof recent === 'object') return this.work.overlay(recent);
     if (this.roAbsent(path)) {
-      this.mem.roLookups.set(k, 'ENOENT');
+      this.mem.roLookups(follow).set(path, 'ENOENT');
       throw new ViewError('ENOENT');
     }
-    return this.fetchLookup(path, follow, k);
+    return this.fetchLookup(path, follow);
   }
 
   /**
@@ -530,17 +529,17 @@ export class Redirector {
     for (const p of [...named, ...canonical]) this.recent.forget(p, subtree);
   }
 
-  private async fetchLookup(path: string, follow: boolean, k: string): Promise<ViewNode> {
+  private async fetchLookup(path: string, follow: boolean): Promise<ViewNode> {
     const ro = this.mountOf(path).readonly;
     try {
       const node = await this.run.client.lookup(path, follow);
       if (ro && (node.where === 'device' || this.mountOf(node.path).readonly))
-        this.mem.roLookups.set(k, node);
+        this.mem.roLookups(follow).set(path, node);
       else this.recent.setNode(path, follow, node);
       return this.work.overlay(node);
     } catch (e) {
       if (e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) {
-        if (ro) this.mem.roLookups.set(k, e.code);
+        if (ro) this.mem.roLookups(follow).set(path, e.code);
         else this.recent.set(path, follow ? 'f' : 'n', e.code);
       }
       throw e;
@@ -556,22 +555,27 @@ export class Redirector {
     mode: number,
     follow: boolean,
   ): 0 | { device: string } | Promise<0 | { device: string }> {
-    const kind = `a${mode}${follow ? 'f' : 'n'}`;
-    const k = `${mode}${follow ? 'f' : 'n'}${path}`;
+    const how = `${mode}${follow ? 'f' : 'n'}`;
+    const kind = `a${how}`;
     const ro = this.mountOf(path).readonly;
-    const hit = ro ? this.mem.roAccess.get(k) : this.recent.get(path, kind);
+    const keep = (answer: 0 | { device: string } | string) => {
+      const byPath = this.mem.roAccess.get(path);
+      if (byPath) byPath.set(how, answer);
+      else this.mem.roAccess.set(path, new Map([[how, answer]]));
+    };
+    const hit = ro ? this.mem.roAccess.get(path)?.get(how) : this.recent.get(path, kind);
     if (typeof hit === 'string') throw new ViewError(hit);
     if (hit === 0 || (ro && hit !== undefined)) return hit as 0 | { device: string };
     return this.run.client.simple({ op: 'access', path, mode, follow }).then(
       (res) => {
         const answer = res ?? 0;
-        if (ro) this.mem.roAccess.set(k, answer);
+        if (ro) keep(answer);
         else if (answer === 0) this.recent.set(path, kind, 0);
         return answer;
       },
       (e: unknown) => {
         if (e instanceof ViewError) {
-          if (ro) this.mem.roAccess.set(k, e.code);
+          if (ro) keep(e.code);
           else this.recent.set(path, kind, e.code);
         }
         throw e;
@@ -581,21 +585,19 @@ export class Redirector {
 
   /** A remembered readlink target of a read-only mount, or the host's answer. */
   readlink(path: string): string | { device: string } | Promise<string | { device: string }> {
-    const k = `l${path}`;
     const ro = this.mountOf(path).readonly;
     if (ro) {
-      const hit = this.mem.roTargets.get(k);
+      const hit = this.mem.roTargets.get(path);
+      if (typeof hit === 'object' && 'errno' in hit) throw new ViewError(hit.errno);
       if (hit !== undefined) return hit;
-      const err = this.mem.roLookups.get(k);
-      if (typeof err === 'string') throw new ViewError(err);
     }
     return this.run.client.readlink(path).then(
       (t) => {
-        if (ro) this.mem.roTargets.set(k, t);
+        if (ro) this.mem.roTargets.set(path, t);
         return t;
       },
       (e: unknown) => {
-        if (ro && e instanceof ViewError) this.mem.roLookups.set(k, e.code);
+        if (ro && e instanceof ViewError) this.mem.roTargets.set(path, { errno: e.code });
         throw e;
       },
     );
@@ -641,7 +643,7 @@ export class Redirector {
   /** A read-only mount's cached open of `path`, without asking the host; undefined if none. */
   cachedHit(path: string): { node: ViewNode; file: string | null } | undefined {
     if (!this.mountOf(path).readonly) return undefined;
-    const hit = this.mem.roLookups.get(`o${path}`);
+    const hit = this.mem.roOpens.get(path);
     if (typeof hit === 'string') throw new ViewError(hit);
     if (!hit) return undefined;
     if (hit.where !== 'host') return { node: hit, file: null };
@@ -658,9 +660,8 @@ export class Redirector {
     extraFlags: OpenFlag[] = [],
   ): Promise<{ node: ViewNode; file: string | null }> {
     const ro = this.mountOf(path).readonly;
-    const k = `o${path}`;
     if (ro && extraFlags.length === 0) {
-      const hit = this.mem.roLookups.get(k);
+      const hit = this.mem.roOpens.get(path);
       if (typeof hit === 'string') throw new ViewError(hit);
       if (hit && hit.where === 'host') {
         const key = this.mem.haveKey.get(hit.path);
@@ -693,7 +694,7 @@ export class Redirector {
       // Only a plain open's answer stands for the path (O_DIRECTORY makes a file ENOTDIR).
       const plain = extraFlags.length === 0;
       if (ro && plain && e instanceof ViewError && (e.code === 'ENOENT' || e.code === 'ENOTDIR'))
-        this.mem.roLookups.set(k, e.code);
+        this.mem.roOpens.set(path, e.code);
       throw e;
     }
     if ('device' in r) return { node: { where: 'device', path: r.device }, file: null };
@@ -714,7 +715,7 @@ export class Redirector {
     this.mem.haveKey.set(path, key);
     this.mem.haveKey.set(node.path, key);
     this.mem.keyInfo.set(key, { path: node.path, st: node.st });
-    if (ro && extraFlags.length === 0) this.mem.roLookups.set(k, node);
+    if (ro && extraFlags.length === 0) this.mem.roOpens.set(path, node);
     else if (extraFlags.length === 0) this.opened(path, true, node);
     return { node, file };
   }
@@ -808,8 +809,8 @@ export class Redirector {
   private roListed(child: string, node: ViewNode & { where: 'host' }): void {
     if (!this.mountOf(child).readonly || !this.fastFill(child)) return;
     const link = (node.st.mode & 0o170000) === 0o120000;
-    if (!this.mem.roLookups.has(`n${child}`)) this.mem.roLookups.set(`n${child}`, node);
-    if (!link && !this.mem.roLookups.has(`f${child}`)) this.mem.roLookups.set(`f${child}`, node);
+    if (!this.mem.roNoFollow.has(child)) this.mem.roNoFollow.set(child, node);
+    if (!link && !this.mem.roFollow.has(child)) this.mem.roFollow.set(child, node);
     const name = child.slice(child.lastIndexOf('/') + 1);
     for (const k of this.fastKeys(child.slice(0, child.lastIndexOf('/')) || '/', name))
       this.fast.prefill(k, node.st, 0);
