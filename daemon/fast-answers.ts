@@ -173,7 +173,7 @@ export class FastAnswers {
     const s = native.answersStats(this.table);
     finished.hits += s.hits;
     finished.misses += s.misses;
-    native.answersClear(this.table);
+    native.answersClose(this.table);
   }
 
   /** The dirfd a relative path of this call starts from, as answers.c takes it. */

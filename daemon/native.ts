@@ -93,6 +93,7 @@ interface Addon {
   ): void;
   answersForgetPassing(table: AnswerTable): void;
   answersClear(table: AnswerTable): void;
+  answersClose(table: AnswerTable): void;
   answersStats(table: AnswerTable): AnswerStats;
   inotifyInit(): number;
   inotifyAddWatch(fd: number, path: string, mask: number): number;
@@ -186,6 +187,8 @@ export const answersSet: (
 /** Answers kept with a ttl stop counting (those kept for the run stay). */
 export const answersForgetPassing: (table: AnswerTable) => void = addon.answersForgetPassing;
 export const answersClear: (table: AnswerTable) => void = addon.answersClear;
+/** Frees a table's answers at once (not when the collector gets to it); it answers nothing after. */
+export const answersClose: (table: AnswerTable) => void = addon.answersClose;
 export const answersStats: (table: AnswerTable) => AnswerStats = addon.answersStats;
 /** A non-blocking, close-on-exec inotify fd; events are read with inotifyRead. */
 export const inotifyInit: () => number = addon.inotifyInit;

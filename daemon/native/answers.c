@@ -77,6 +77,7 @@ static uint64_t hash(const uint8_t *k, size_t n) {
 }
 
 static void clear(struct table *t) {
+  if (!t->slots) return;
   for (uint32_t i = 0; i < t->cap; i++) {
     free(t->slots[i].key);
     free(t->slots[i].data);
@@ -94,12 +95,33 @@ static struct entry *find(struct table *t, const uint8_t *key, size_t len) {
   }
 }
 
+/* Doubles the slots (the load stays under one half). */
+static int grow(struct table *t) {
+  struct entry *old = t->slots;
+  uint32_t old_cap = t->cap;
+  struct entry *slots = calloc((size_t)old_cap * 2, sizeof *slots);
+  if (!slots) return -1;
+  t->slots = slots;
+  t->cap = old_cap * 2;
+  for (uint32_t i = 0; i < old_cap; i++)
+    if (old[i].key) *find(t, old[i].key, old[i].key_len) = old[i];
+  free(old);
+  return 0;
+}
+
+static void release(struct table *t) {
+  if (!t->slots) return;
+  clear(t);
+  free(t->slots);
+  t->slots = NULL;
+  t->cap = 0;
+}
+
 static void finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   struct table *t = data;
-  clear(t);
-  free(t->slots);
+  release(t);
   free(t);
 }
 
@@ -133,8 +155,8 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   t->arch = (uint32_t)arch;
   t->max_entries = (uint32_t)max_entries;
   t->max_bytes = (uint64_t)max_bytes;
-  t->cap = 16;
-  while (t->cap < t->max_entries * 2) t->cap *= 2;
+  /* Small at first: most runs keep a few hundred answers; grown as it fills. */
+  t->cap = 64;
   t->slots = calloc(t->cap, sizeof *t->slots);
   if (!t->slots) {
     free(t);
@@ -170,15 +192,16 @@ static napi_value js_set(napi_env env, napi_callback_info info) {
     return NULL;
   napi_typeof(env, argv[3], &dt);
   if (dt != napi_null && !get_buffer(env, argv[3], "data", &data, &data_len)) return NULL;
+  if (!t->slots) return NULL; /* closed */
   struct entry *e = find(t, key, key_len);
   if (e->key) {
     t->bytes -= e->key_len + e->data_len;
     free(e->data);
   } else {
-    if (t->used >= t->max_entries || t->bytes + key_len + data_len > t->max_bytes) {
-      clear(t);
-      e = find(t, key, key_len);
-    }
+    if (t->used >= t->max_entries || t->bytes + key_len + data_len > t->max_bytes) clear(t);
+    else if ((t->used + 1) * 2 > t->cap && grow(t) < 0)
+      return throw_errno(env, "calloc", ENOMEM);
+    e = find(t, key, key_len);
     e->key = malloc(key_len);
     if (!e->key) return throw_errno(env, "malloc", ENOMEM);
     memcpy(e->key, key, key_len);
@@ -215,6 +238,17 @@ static napi_value js_clear(napi_env env, napi_callback_info info) {
   struct table *t;
   if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
   clear(t);
+  return NULL;
+}
+
+/* answersClose(table): frees its answers now (the run is over); it answers nothing after. */
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct table *t;
+  if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
+  release(t);
   return NULL;
 }
 
@@ -334,6 +368,7 @@ static int rewrite_path(pid_t pid, int arg, const uint8_t *path, size_t len) {
 int answers_try(void *table, pid_t pid) {
   struct table *t = table;
   struct ptrace_syscall_info si;
+  if (!t->slots) return 0;
   if (syscall(SYS_ptrace, PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof si, &si) <= 0 ||
       si.op != PTRACE_SYSCALL_INFO_SECCOMP || si.arch != t->arch || si.seccomp.nr >= MAX_NR)
     return 0;
@@ -409,6 +444,7 @@ napi_value answers_init(napi_env env, napi_value exports) {
       {"answersCreate", NULL, js_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"answersSet", NULL, js_set, NULL, NULL, NULL, napi_enumerable, NULL},
       {"answersClear", NULL, js_clear, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"answersClose", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"answersForgetPassing", NULL, js_forget_passing, NULL, NULL, NULL, napi_enumerable, NULL},
       {"answersStats", NULL, js_stats, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { answersCreate, answersSet, answersStats } from '../../daemon/native.ts';
+import { answersClose, answersCreate, answersSet, answersStats } from '../../daemon/native.ts';
 import { CappedMap, ViewMemories } from '../../daemon/view-memory.ts';
 
 t.test('a CappedMap forgets its oldest entry, never one it is updating', async (t) => {
@@ -43,4 +43,14 @@ t.test("the tracer's answer table is bounded: when full it starts over", async (
   t.match(answersStats(small), { entries: 1, bytes: 12 }, 'and so does passing the byte bound');
   t.throws(() => answersSet(table, Buffer.from('/x'), -5000, null, 0), /ret/);
   t.throws(() => answersSet(table, Buffer.from('/x'), 0, null, -1), /ttlMs/);
+});
+
+t.test('the answer table grows as it fills and frees everything when closed', async (t) => {
+  const table = answersCreate(0xc000003e, Buffer.alloc(0), 100_000, 1 << 30);
+  for (let i = 0; i < 5000; i++) answersSet(table, Buffer.from(`/k${i}`), 0, Buffer.alloc(4), 0);
+  t.match(answersStats(table), { entries: 5000 });
+  answersClose(table);
+  t.match(answersStats(table), { entries: 0, bytes: 0 });
+  answersSet(table, Buffer.from('/after'), 0, null, 0);
+  t.match(answersStats(table), { entries: 0 }, 'a closed table keeps nothing');
 });
