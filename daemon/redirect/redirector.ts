@@ -496,6 +496,8 @@ export class Redirector {
    * `path` is not in it: ENOENT without asking the host.
    */
   private roAbsent(path: string): boolean {
+    // Only a plain name: `d/`, `d/.` and `d/..` are handed over as written and name `d`.
+    if (path !== '/' && relativeKey(path.slice(1)) !== path.slice(1)) return false;
     const i = path.lastIndexOf('/');
     const dir = path.slice(0, i) || '/';
     const names = this.mem.roListings.get(dir);

@@ -4,7 +4,7 @@
 // ones.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import pino from 'pino';
 import t, { type Test } from 'tap';
 import { ARCH_ABIS } from '../../arch/abi.ts';
@@ -51,7 +51,8 @@ class FakeHost {
   ]);
   readonly links = new Map([['/ro/link', 'file']]);
 
-  node(path: string, follow: boolean): ViewNode {
+  node(asked: string, follow: boolean): ViewNode {
+    const path = posix.normalize(asked).replace(/(.)\/$/, '$1');
     const target = follow && this.links.get(path);
     const p = target ? `${path.slice(0, path.lastIndexOf('/'))}/${target}` : path;
     const st = this.files.get(p);
@@ -273,4 +274,7 @@ t.test('a listed read-only directory answers its missing names', async (t) => {
   t.same(await decide(stop('newfstatat', [AT.FDCWD, '/ro/none', BUF, 0])), ret(-E.ENOENT));
   t.same(await decide(stop('newfstatat', [AT.FDCWD, '/ro/file', BUF, 0])), ret(0));
   t.same(host.asked, ['lookup /ro', 'readdir /ro'], 'neither asked the host');
+  // Handed over as written, these name the directory itself, not an entry of it.
+  for (const p of ['/ro/.', '/ro/', '/ro/..'])
+    t.same(await decide(stop('newfstatat', [AT.FDCWD, p, BUF, 0])), ret(0), p);
 });
