@@ -234,32 +234,31 @@ export class FastAnswers {
   }
 
   /**
-   * What `ls -l` asks about each entry of a read-only directory it listed, answered ahead
-   * from the listing: lstat, statx, and (not for a symlink, whose target the listing does
-   * not show) stat; no extended attributes. `path`: the entry's absolute view path, which
-   * the caller found fit as fastFits() does.
+   * What `ls -l` asks about entry `name` of a directory it listed, answered ahead from the
+   * listing under each of `prefixes` (the directory's key paths): lstat, statx, getxattr and
+   * lgetxattr, and (not for a symlink, whose target the listing does not show) stat. The
+   * caller found the entry fit as fastFits() does.
    */
-  prefill(path: string, st: ViewStat, ttlMs: number): void {
+  prefill(prefixes: string[], name: string, st: ViewStat, ttlMs: number): void {
     if (!this.table || !HOST) return;
-    const link = (st.mode & S_IFMT) === S_IFLNK;
-    const follows = link ? [false] : [false, true];
-    const set = (cls: Class, follow: boolean, ret: number, data: Buffer | null) =>
-      native.answersSet(
-        this.table!,
-        Buffer.concat([Buffer.from([CLASS[cls], follow ? 1 : 0, 0]), Buffer.from(path)]),
-        ret,
-        data,
-        ttlMs,
-      );
+    const follows = (st.mode & S_IFMT) === S_IFLNK ? [0] : [0, 1];
+    const answers: [Class, number, Buffer | null][] = [];
     for (const kind of HOST_STAT_KINDS) {
       const b = encodeStat(HOST.name, kind, st);
-      if (b !== 'EOVERFLOW') for (const f of follows) set(kind, f, 0, b);
+      if (b !== 'EOVERFLOW') answers.push([kind, 0, b]);
     }
-    const x = encodeStatx(st);
-    for (const f of follows) {
-      set('statx', f, 0, x);
-      set('xattr', f, -ENODATA, null);
-      set('xattrList', f, 0, null);
+    answers.push(['statx', 0, encodeStatx(st)], ['xattr', -ENODATA, null]);
+    for (const prefix of prefixes) {
+      const path = Buffer.from(`${prefix}/${name}`);
+      for (const [cls, ret, data] of answers)
+        for (const f of follows) {
+          const key = Buffer.allocUnsafe(3 + path.length);
+          key[0] = CLASS[cls];
+          key[1] = f;
+          key[2] = 0;
+          path.copy(key, 3);
+          native.answersSet(this.table, key, ret, data, ttlMs);
+        }
     }
   }
 

@@ -760,18 +760,23 @@ export class Redirector {
       const at = performance.now();
       const ro = this.mountOf(path).readonly;
       if (ro) this.mem.roListings.set(path, new Set(entries.map((e) => e.name)));
+      const prefixes = this.fastPrefixes(path, s.proc);
       for (const e of entries) {
         if (!e.st) continue;
         const child = path === '/' ? `/${e.name}` : `${path}/${e.name}`;
         const node: ViewNode = { where: 'host', path: child, st: e.st };
         // A read-only mount's entry is what a lookup would say for the rest of the run.
-        if (ro) this.roListed(child, node);
-        else {
+        if (ro) {
+          if (this.roListed(child, node)) this.fast.prefill(prefixes, e.name, e.st, 0);
+        } else {
           this.recent.setNode(child, false, node, at);
-          if (this.fastFill(child)) {
-            const ttl = Math.floor(at + RECENT_MS - performance.now());
-            for (const k of this.fastKeys(path, e.name)) this.fast.prefill(k, e.st, ttl);
-          }
+          if (this.fastFill(child))
+            this.fast.prefill(
+              prefixes,
+              e.name,
+              e.st,
+              Math.floor(at + RECENT_MS - performance.now()),
+            );
         }
       }
       list = [
@@ -787,19 +792,19 @@ export class Redirector {
   }
 
   /**
-   * The keys the fast path may see entry `name` of host directory `dir` under: its view path,
-   * and its path relative to every directory on the way that has a placeholder (a program's
-   * cwd or an open directory fd).
+   * Where the fast path may see the entries of host directory `dir` listed by `proc`: under
+   * `dir/`, under its placeholder (`fstatat(dirfd, name)`, as find does) and under the
+   * placeholder of the process's cwd when `dir` is below it (`ls -lR .`).
    */
-  private fastKeys(dir: string, name: string): string[] {
-    const keys = [dir === '/' ? `/${name}` : `${dir}/${name}`];
-    for (let a = dir; ; a = a.slice(0, a.lastIndexOf('/')) || '/') {
-      const p = this.dirs.get(`d${a}`);
-      const below = a === '/' ? (dir === '/' ? '' : dir) : dir.slice(a.length);
-      if (p !== undefined) keys.push(`${p}${below}/${name}`);
-      if (a === '/') break;
-    }
-    return keys;
+  private fastPrefixes(dir: string, proc: Proc): string[] {
+    const out = [dir === '/' ? '' : dir];
+    const own = this.dirs.get(`d${dir}`);
+    if (own !== undefined) out.push(own);
+    const cwd = proc.cwd;
+    const stand = this.dirs.get(`d${cwd}`);
+    if (stand !== undefined && cwd !== dir && (cwd === '/' || dir.startsWith(`${cwd}/`)))
+      out.push(`${stand}${cwd === '/' ? dir : dir.slice(cwd.length)}`);
+    return out;
   }
 
   /** Whether a listed entry's answers may go to the fast path ahead of any call. */
@@ -807,15 +812,16 @@ export class Redirector {
     return !this.isDevice(child) && !this.isAnchor(child) && this.work.existing(child) === null;
   }
 
-  /** An entry of a read-only directory's listing: a lookup's answer, and the fast path's. */
-  private roListed(child: string, node: ViewNode & { where: 'host' }): void {
-    if (!this.mountOf(child).readonly || !this.fastFill(child)) return;
+  /**
+   * An entry of a read-only directory's listing: what a lookup would say for the rest of the
+   * run. Whether the fast path may answer for it too.
+   */
+  private roListed(child: string, node: ViewNode & { where: 'host' }): boolean {
+    if (!this.mountOf(child).readonly || !this.fastFill(child)) return false;
     const link = (node.st.mode & 0o170000) === 0o120000;
     if (!this.mem.roNoFollow.has(child)) this.mem.roNoFollow.set(child, node);
     if (!link && !this.mem.roFollow.has(child)) this.mem.roFollow.set(child, node);
-    const name = child.slice(child.lastIndexOf('/') + 1);
-    for (const k of this.fastKeys(child.slice(0, child.lastIndexOf('/')) || '/', name))
-      this.fast.prefill(k, node.st, 0);
+    return true;
   }
 
   /** A listing read to its end: a reader that starts over gets a fresh one. */
