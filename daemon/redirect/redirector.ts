@@ -35,6 +35,13 @@ import { HANDLERS } from './index.ts';
 /** Open directory listings kept per run (the oldest goes first; it is fetched again if read). */
 const MAX_LISTINGS = 256;
 
+/** A listing's entries, to be answered ahead by the fast path (Redirector.fillListed). */
+interface PendingFill {
+  prefixes: string[];
+  at: number;
+  entries: { name: string; st: ViewStat; ro: boolean }[];
+}
+
 /** The view state of one run: its client, mounts, caches and device-side files. */
 export interface ViewRun {
   client: ViewClient;
@@ -63,6 +70,8 @@ export class Redirector {
    * one read past its start is not here any more) and dropped when read to the end.
    */
   private readonly listings = new Map<string, Buffer[]>();
+  /** Listed directories whose entries go to the fast path once one is asked about. */
+  private readonly pendingFills = new Map<string, PendingFill>();
   readonly work: WorkingCopies;
   /** Unix sockets at host view paths, by view path. */
   private readonly sockets = new Map<string, string>();
@@ -164,6 +173,7 @@ export class Redirector {
 
   private traced(s: SyscallStop, action: Action, waited: boolean): Action {
     const fit = this.fastFit.get(s);
+    if (fit) this.fillListed(fit.view);
     if (fit?.ro) this.fast.remember(s, fit.key, action, 0);
     else if (fit) {
       // A writable mount's answer holds as long as the one it came from.
@@ -760,25 +770,20 @@ export class Redirector {
       const at = performance.now();
       const ro = this.mountOf(path).readonly;
       if (ro) this.mem.roListings.set(path, new Set(entries.map((e) => e.name)));
-      const prefixes = this.fastPrefixes(path, s.proc);
+      const fill: PendingFill = { prefixes: this.fastPrefixes(path, s.proc), at, entries: [] };
       for (const e of entries) {
         if (!e.st) continue;
         const child = path === '/' ? `/${e.name}` : `${path}/${e.name}`;
         const node: ViewNode = { where: 'host', path: child, st: e.st };
         // A read-only mount's entry is what a lookup would say for the rest of the run.
-        if (ro) {
-          if (this.roListed(child, node)) this.fast.prefill(prefixes, e.name, e.st, 0);
-        } else {
-          this.recent.setNode(child, false, node, at);
-          if (this.fastFill(child))
-            this.fast.prefill(
-              prefixes,
-              e.name,
-              e.st,
-              Math.floor(at + RECENT_MS - performance.now()),
-            );
-        }
+        if (ro ? this.roListed(child, node) : this.recentListed(child, node, at))
+          fill.entries.push({ name: e.name, st: e.st, ro });
       }
+      // Answered ahead only once the program asks about an entry: a walk that stats (ls -l)
+      // then costs one stop per directory, one that does not (find) nothing.
+      if (this.pendingFills.size >= MAX_LISTINGS)
+        this.pendingFills.delete(this.pendingFills.keys().next().value!);
+      this.pendingFills.set(path, fill);
       list = [
         encodeDirent64(ino, 1, 4, '.'),
         encodeDirent64(ino, 2, 4, '..'),
@@ -805,6 +810,23 @@ export class Redirector {
     if (stand !== undefined && cwd !== dir && (cwd === '/' || dir.startsWith(`${cwd}/`)))
       out.push(`${stand}${cwd === '/' ? dir : dir.slice(cwd.length)}`);
     return out;
+  }
+
+  /** A writable directory's entry: a lookup's answer for a moment; whether the fast path may. */
+  private recentListed(child: string, node: ViewNode, at: number): boolean {
+    this.recent.setNode(child, false, node, at);
+    return this.fastFill(child);
+  }
+
+  /** The first question about an entry of a listed directory: the rest go to the table. */
+  private fillListed(view: string): void {
+    const dir = view.slice(0, view.lastIndexOf('/')) || '/';
+    const fill = this.pendingFills.get(dir);
+    if (!fill) return;
+    this.pendingFills.delete(dir);
+    const ttl = Math.floor(fill.at + RECENT_MS - performance.now());
+    for (const e of fill.entries)
+      if (e.ro || ttl > 0) this.fast.prefill(fill.prefixes, e.name, e.st, e.ro ? 0 : ttl);
   }
 
   /** Whether a listed entry's answers may go to the fast path ahead of any call. */
