@@ -1,11 +1,15 @@
 // B5 tracer overhead: sysloop (compiled C) makes N syscalls that the view does
 // not redirect (raw getpid; 1-byte reads of /dev/zero, a device-local file) and
 // M stat() calls of host paths, natively on the host, under PRoot
-// (`proot -r /`) and under tether's tracer with the view. The loop times
-// itself (clock_gettime around it), so program start and the run's setup are
-// not in the figure; wall times are reported beside it.
-import { existsSync } from 'node:fs';
-import { TETHER } from '../test/lib/tetherd.ts';
+// (`proot -r /`) and under tether's tracer with the view: through the agent
+// with the daemon's default tracer, and the stat loop under each tracer
+// (`--tracer ptrace|unotify`, a `tetherd --stdio` on the same state). The loop
+// times itself (clock_gettime around it), so program start and the run's setup
+// are not in the figure; wall times are reported beside it.
+import { appendFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { notifyProbe } from '../daemon/native.ts';
+import { TETHER, TETHERD } from '../test/lib/tetherd.ts';
 import { type Goal, goal } from './measure.ts';
 import { cell, median, problems, type Row, type RowResult, rowsTable, runRows } from './rows.ts';
 import { fmt, table } from './table.ts';
@@ -16,6 +20,8 @@ const MODES = ['getpid', 'read', 'stat'] as const;
 type Mode = (typeof MODES)[number];
 const VARIANTS = ['native', 'proot', 'tether-agent'] as const;
 type Variant = (typeof VARIANTS)[number];
+/** The stat loop again under each tracer, named as `--tracer` names it. */
+const TRACERS = ['ptrace', 'unotify'] as const;
 
 /** Host paths stat()ed in turn: under the view's read-only `/`, where answers may be cached. */
 const STAT_PATHS = ['/etc/passwd', '/usr/bin/env', '/usr/include/stdio.h', '/usr/lib/os-release'];
@@ -54,6 +60,23 @@ export async function runB5(
     proot: 'proot -r /',
     'tether-agent': `tether run -d ${VIEW_DEVICE} (agent, view)`,
   };
+  // A device per tracer: the same daemon state, served by a tetherd --stdio started per run.
+  const config = join(tb.daemon.home, 'config');
+  for (const tr of TRACERS)
+    appendFileSync(
+      config,
+      `device tracer-${tr}\n  command exec '${TETHERD}' --stdio --log-level warn --user root --state '${tb.daemon.stateDir}' --tracer ${tr}\n  agent no\n  view yes\n`,
+    );
+  const unotify = notifyProbe() > 0 ? undefined : 'this kernel has no seccomp user notification';
+  const tracerRows: Row[] = TRACERS.map((tr) => ({
+    id: `tether-${tr}/stat`,
+    label: `tether run -d tracer-${tr} (tetherd --stdio --tracer ${tr}): stat`,
+    argv: [TETHER, 'run', '-d', `tracer-${tr}`, ...args('stat')],
+    env: tb.daemon.env,
+    cwd: work.dir,
+    ...(tr === 'unotify' ? { missing: unotify } : {}),
+    check: (s) => (/^@tt /m.test(s.stderr) ? null : 'no "@tt stat" line on stderr'),
+  }));
   const rows: Row[] = VARIANTS.flatMap((v) =>
     MODES.map(
       (m): Row => ({
@@ -74,6 +97,7 @@ export async function runB5(
       }),
     ),
   );
+  rows.push(...tracerRows);
   const rs = await runRows(tb, rows, {
     reps: opts.reps,
     timeoutMs: 900_000,
@@ -85,6 +109,9 @@ export async function runB5(
     ratios[`tether-agent/native ${m}`] = median(rs, `tether-agent/${m}`, m) / native;
     ratios[`proot/native ${m}`] = median(rs, `proot/${m}`, m) / native;
   }
+  for (const tr of TRACERS)
+    ratios[`tether-${tr}/native stat`] =
+      median(rs, `tether-${tr}/stat`, 'stat') / median(rs, 'native/stat', 'stat');
   return {
     calls: opts.calls,
     stats: opts.stats,
@@ -96,6 +123,8 @@ export async function runB5(
     goals: [
       goal(ratios, 'tether-agent/native getpid', '<=', 1.1),
       goal(ratios, 'tether-agent/native read', '<=', 1.1),
+      // BENCHMARKS.md and the hot-path issue: a redirected call answered on the device.
+      goal(ratios, 'tether-agent/native stat', '<=', 10),
     ],
   };
 }
@@ -139,6 +168,11 @@ export function formatB5(r: B5Result, title: string, load: string): string {
       (g) =>
         `${g.ratio} = ${fmt(g.value)}  (goal ${g.op} ${g.limit}: ${Number.isNaN(g.value) ? 'not measured' : g.met ? 'met' : 'NOT met'})`,
     ),
+    `stat under each tracer, µs/call: ${TRACERS.map((tr) => {
+      const x = r.rows.find((y) => y.id === `tether-${tr}/stat`);
+      const ms = x?.status === 'ok' ? median(r.rows, `tether-${tr}/stat`, 'stat') : Number.NaN;
+      return `${tr} ${x?.status === 'missing' ? 'MISSING' : fmt((ms * 1000) / r.stats)}`;
+    }).join(', ')}`,
     ...Object.entries(r.ratios)
       .filter(([k]) => !goalIds.has(k) && k.startsWith('tether'))
       .map(([k, v]) => `${k} = ${fmt(v)}`),

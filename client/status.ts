@@ -20,6 +20,8 @@ interface Info {
   rssBytes: number;
   connections: number;
   runs: number;
+  /** How redirected calls reach tetherd: ptrace stops, or user notifications for some. */
+  tracer?: 'ptrace' | 'unotify' | null;
   cache: {
     entries: number;
     bytes: number;

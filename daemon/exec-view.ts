@@ -12,7 +12,7 @@ import {
 } from 'node:fs';
 import { constants } from 'node:os';
 import type { Redirector } from './redirect/redirector.ts';
-import type { Proc, SyscallStop } from './tracer.ts';
+import type { Proc, SyscallStop } from './syscall-stop.ts';
 import { ViewError } from './view-client.ts';
 
 const E = constants.errno;

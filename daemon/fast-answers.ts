@@ -10,7 +10,7 @@ import { AT, OPEN_FLAGS } from '../arch/fcntl.ts';
 import { encodeStat, encodeStatx } from '../arch/structs.ts';
 import type { ViewStat } from '../transport/view.ts';
 import * as native from './native.ts';
-import type { Action, SyscallStop } from './tracer.ts';
+import type { Action, SyscallStop } from './syscall-stop.ts';
 
 const CLASS = {
   stat: 1,

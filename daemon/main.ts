@@ -21,13 +21,14 @@ import type { RunAs } from './exec.ts';
 import { ExecLinks } from './exec-links.ts';
 import { Instance, runsOnlyDir } from './instance.ts';
 import { createLogger, type Logger } from './log.ts';
+import * as native from './native.ts';
 import { openPairing, pairingOpen } from './pairing.ts';
 import { serveConnection } from './server.ts';
 import { defaultStateDir, State } from './state.ts';
 import type { StatusSources } from './status.ts';
 import { VIEWER_HEADER, type ViewerSocket } from './status-viewer.ts';
 import { lookupUser } from './users.ts';
-import { hasSeccomp, type ViewEnv } from './view-session.ts';
+import { hasSeccomp, type Tracing, type ViewEnv } from './view-session.ts';
 
 /** Connections tetherd serves at once (each client holds one, or one per agent). */
 const MAX_CONNECTIONS = 256;
@@ -59,6 +60,8 @@ interface DaemonOptions {
   idleTimeout: number;
   /** False with --no-seccomp: every syscall of a traced program stops (PTRACE_SYSCALL). */
   seccomp: boolean;
+  /** --tracer; undefined: unotify where the kernel wakes the listener synchronously. */
+  tracer?: Tracing;
   logLevel: string;
   logFormat: 'json' | 'pretty';
   /** The status API's unix socket; undefined: in the state directory; false: none. */
@@ -83,13 +86,34 @@ function resolveRunAs(user: string | undefined): RunAs {
   return { uid: u.uid, gid: u.gid, groups: u.groups };
 }
 
+/**
+ * How redirected calls reach tetherd: --tracer, else seccomp user notification where the
+ * kernel has its synchronous wake-up (Linux 6.6; slower than ptrace without it, see
+ * docs/hot-path.md), else ptrace alone.
+ */
+function chooseTracer(want: Tracing | undefined, seccomp: boolean): Tracing {
+  if (!seccomp) {
+    if (want === 'unotify') throw new Error('--tracer unotify needs seccomp filters');
+    return 'ptrace';
+  }
+  const level = native.notifyProbe();
+  if (want === 'unotify' && level === 0)
+    throw new Error('--tracer unotify: this kernel has no seccomp user notification');
+  return want ?? (level === 2 ? 'unotify' : 'ptrace');
+}
+
 /** The content cache and run scratch space under the state directory, if tracing can work. */
 function makeViewEnv(
   stateDir: string,
   useSeccomp: boolean,
+  tracer: Tracing | undefined,
   runGid: number,
   log: Logger,
 ): ViewEnv | null {
+  const status = readFileSync('/proc/self/status', 'latin1');
+  const seccomp = useSeccomp && hasSeccomp(status);
+  // A tracer asked for and not there is the user's error, not a missing feature.
+  const tracing = chooseTracer(tracer, seccomp);
   try {
     // Run users reach the cache and their scratch through it; what is secret in it (the
     // identity, authorized clients) is 0600 itself, so search permission is enough.
@@ -97,7 +121,6 @@ function makeViewEnv(
     const instance = new Instance(stateDir);
     const runsDir = join(instance.dir, 'runs');
     runsOnlyDir(runsDir, runGid);
-    const status = readFileSync('/proc/self/status', 'latin1');
     const links = new ExecLinks(join(instance.dir, 'exec'), runGid);
     process.once('exit', () => {
       links.close();
@@ -111,7 +134,8 @@ function makeViewEnv(
       }),
       runGid,
       runsDir,
-      seccomp: useSeccomp && hasSeccomp(status),
+      seccomp,
+      tracer: tracing,
       links,
     };
   } catch (e) {
@@ -124,7 +148,7 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
   const state = new State(o.state);
   const runAs = resolveRunAs(o.user);
   const id = await loadOrCreateIdentity(state.dir, `tetherd@${hostname()}`);
-  const viewEnv = makeViewEnv(state.dir, o.seccomp, runAs.gid, log);
+  const viewEnv = makeViewEnv(state.dir, o.seccomp, o.tracer, runAs.gid, log);
   const activity = new Activity();
   const sources: StatusSources = {
     activity,
@@ -132,6 +156,7 @@ async function serve(o: DaemonOptions, log: Logger): Promise<void> {
     name: hostname(),
     fingerprint: id.fingerprint,
     seccomp: viewEnv?.seccomp ?? null,
+    tracer: viewEnv?.tracer ?? null,
   };
   // fastify and prom-client load after the daemon listens: starting is what slow devices wait for.
   let statusLoad: ReturnType<typeof loadStatusApp> | null = null;
@@ -355,6 +380,12 @@ const program = new Command('tetherd')
   .option(
     '--no-seccomp',
     'stop traced programs at every syscall instead of filtering (what kernels without seccomp get)',
+  )
+  .addOption(
+    new Option(
+      '--tracer <tracer>',
+      'how redirected calls reach tetherd (default: unotify on Linux 6.6 and later, else ptrace)',
+    ).choices(['ptrace', 'unotify']),
   )
   .addOption(
     new Option('--idle-timeout <seconds>', 'close a connection silent this long')

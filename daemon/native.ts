@@ -30,7 +30,14 @@ export interface SpawnOptions {
    * `stop` holds the child in a PTRACE_INTERRUPT stop before it may reach its execve (for a
    * tracer without a filter, which must see that execve).
    */
-  trace?: { options: number; filter: Buffer | null; stop?: boolean };
+  trace?: { options: number; filter: Buffer | null; stop?: boolean; listener?: boolean };
+}
+
+/** A traced spawn whose filter reports to a listener (seccomp user notification). */
+export interface NotifiedSpawn {
+  pid: number;
+  /** The filter's listener fd, close-on-exec, for notifyStart(). */
+  listener: number;
 }
 
 export interface ExitStatus {
@@ -61,8 +68,11 @@ export interface AnswerStats {
   misses: number;
 }
 
+/** A thread receiving a listener's notifications (daemon/native/notify.c). */
+export type Notifier = { readonly __notifier: unique symbol };
+
 interface Addon {
-  spawn(opts: SpawnOptions): number;
+  spawn(opts: SpawnOptions): number | NotifiedSpawn;
   waitpid(pid: number): ExitStatus | null;
   pipe(size?: number): [number, number];
   socketpair(): [number, number];
@@ -95,6 +105,15 @@ interface Addon {
   answersClear(table: AnswerTable): void;
   answersClose(table: AnswerTable): void;
   answersStats(table: AnswerTable): AnswerStats;
+  notifyStart(
+    listener: number,
+    table: AnswerTable | null,
+    onNotify: (n: Buffer | null) => void,
+  ): Notifier;
+  notifySend(n: Notifier, id: bigint, val: bigint, error: number, cont: boolean): boolean;
+  notifyStop(n: Notifier): void;
+  notifyProbe(): number;
+  syscallAs(ids: number[], nr: number, args: (bigint | Buffer)[]): bigint;
   inotifyInit(): number;
   inotifyAddWatch(fd: number, path: string, mask: number): number;
   inotifyRmWatch(fd: number, wd: number): void;
@@ -121,7 +140,9 @@ function load(): Addon {
 const addon = load();
 
 /** Forks and execs; returns the pid once execve succeeded, throws the child's failure otherwise. */
-export const spawn: (opts: SpawnOptions) => number = addon.spawn;
+export const spawn = addon.spawn as (opts: SpawnOptions) => number;
+/** spawn() with `trace.listener`: the pid and the listener of the filter. */
+export const spawnNotified = addon.spawn as (opts: SpawnOptions) => NotifiedSpawn;
 /** Non-blocking wait on exactly `pid` (never -1, so libuv keeps its own children): null if running. */
 export const waitpid: (pid: number) => ExitStatus | null = addon.waitpid;
 /** [readFd, writeFd], both close-on-exec. */
@@ -190,6 +211,39 @@ export const answersClear: (table: AnswerTable) => void = addon.answersClear;
 /** Frees a table's answers at once (not when the collector gets to it); it answers nothing after. */
 export const answersClose: (table: AnswerTable) => void = addon.answersClose;
 export const answersStats: (table: AnswerTable) => AnswerStats = addon.answersStats;
+/**
+ * Takes a filter's listener (closed by notifyStop) and receives its notifications on a thread:
+ * those `table` answers are answered there; `onNotify` gets each other one (the raw struct
+ * seccomp_notif) on the main thread, or null once the listener failed.
+ */
+export const notifyStart: (
+  listener: number,
+  table: AnswerTable | null,
+  onNotify: (n: Buffer | null) => void,
+) => Notifier = addon.notifyStart;
+/**
+ * Answers notification `id`: with `val`, the failure `error` (a negative errno), or by letting
+ * the call run as written (`cont`). False when it is no longer pending (its task was
+ * interrupted: it asks again, or killed).
+ */
+export const notifySend: (
+  n: Notifier,
+  id: bigint,
+  val: bigint,
+  error: number,
+  cont: boolean,
+) => boolean = addon.notifySend;
+/** Stops the thread and closes the listener. */
+export const notifyStop: (n: Notifier) => void = addon.notifyStop;
+/** 0: no seccomp user notification; 1: it works; 2: with synchronous wake-up (Linux 6.6). */
+export const notifyProbe: () => number = addon.notifyProbe;
+/**
+ * The raw result (negative errno on failure) of syscall `nr` run on this thread under the file
+ * system identity [uid, gid, ...groups] ([]: the daemon's own), restored after. A Buffer
+ * argument is passed as a pointer to its bytes.
+ */
+export const syscallAs: (ids: number[], nr: number, args: (bigint | Buffer)[]) => bigint =
+  addon.syscallAs;
 /** A non-blocking, close-on-exec inotify fd; events are read with inotifyRead. */
 export const inotifyInit: () => number = addon.inotifyInit;
 export const inotifyAddWatch: (fd: number, path: string, mask: number) => number =

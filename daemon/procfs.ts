@@ -39,3 +39,25 @@ export function umaskOf(tid: number): number {
     return 0o022;
   }
 }
+
+/** A task's ids as /proc/TID/status lists them: real and file system uid and gid, and groups. */
+export function idsOf(
+  tid: number,
+): { uid: number; gid: number; fsuid: number; fsgid: number; groups: number[] } | null {
+  try {
+    const st = readFileSync(`/proc/${tid}/status`, 'latin1');
+    const u = /^Uid:\s+(\d+)\s+\d+\s+\d+\s+(\d+)$/m.exec(st);
+    const g = /^Gid:\s+(\d+)\s+\d+\s+\d+\s+(\d+)$/m.exec(st);
+    const groups = /^Groups:(.*)$/m.exec(st)?.[1]?.trim() ?? '';
+    if (!u || !g) return null;
+    return {
+      uid: Number(u[1]),
+      fsuid: Number(u[2]),
+      gid: Number(g[1]),
+      fsgid: Number(g[2]),
+      groups: groups === '' ? [] : groups.split(/\s+/).map(Number),
+    };
+  } catch {
+    return null;
+  }
+}

@@ -1,5 +1,6 @@
 // The seccomp BPF filter a traced program runs under: per ABI (by AUDIT_ARCH), the syscalls
-// the tracer redirects return SECCOMP_RET_TRACE, the ones known to be safe to pass through are
+// the tracer redirects return SECCOMP_RET_TRACE (a ptrace stop) or SECCOMP_RET_USER_NOTIF (a
+// notification to the filter's listener), the ones known to be safe to pass through are
 // allowed, and everything else fails with ENOSYS (libc then falls back): the calls that could
 // bypass the view and are not handled, and every number the ABI's table does not know (a
 // newer kernel's call may take a path). A binary search over ranges of numbers decides, so a
@@ -13,6 +14,7 @@ const BPF_JA = 0x05;
 
 const RET_ALLOW = 0x7fff0000;
 const RET_TRACE = 0x7ff00000;
+const RET_USER_NOTIF = 0x7fc00000;
 const RET_ERRNO = 0x00050000;
 const ENOSYS = 38;
 
@@ -23,14 +25,17 @@ const ARCH = 4;
 export interface FilterAbi {
   auditArch: number;
   trace: readonly number[];
+  /** Redirected numbers that notify the listener instead of stopping for ptrace. */
+  notify?: readonly number[];
   /** Numbers that run untouched; any number in none of the lists fails with ENOSYS. */
   allow: readonly number[];
 }
 
 type Insn = [code: number, jt: number, jf: number, k: number];
-type Verdict = 'trace' | 'allow' | 'deny';
+type Verdict = 'trace' | 'notify' | 'allow' | 'deny';
 const RET: Record<Verdict, number> = {
   trace: RET_TRACE,
+  notify: RET_USER_NOTIF,
   allow: RET_ALLOW,
   deny: RET_ERRNO | ENOSYS,
 };
@@ -68,6 +73,7 @@ export function ranges(abi: FilterAbi): [number, Verdict][] {
   for (const nr of abi.allow) verdict.set(nr, 'allow');
   // A traced call is traced even where a list also allows it.
   for (const nr of abi.trace) verdict.set(nr, 'trace');
+  for (const nr of abi.notify ?? []) verdict.set(nr, 'notify');
   const out: [number, Verdict][] = [[0, 'deny']];
   for (const nr of [...verdict.keys()].sort((a, b) => a - b)) {
     const v = verdict.get(nr)!;

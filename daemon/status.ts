@@ -18,6 +18,8 @@ export interface StatusSources {
   fingerprint: string;
   /** Whether traced runs filter with seccomp (false: every syscall stops). */
   seccomp: boolean | null;
+  /** How redirected calls reach tetherd (null: no traced runs). */
+  tracer: 'ptrace' | 'unotify' | null;
 }
 
 function cacheStats(cache: ContentCache | null) {
@@ -44,6 +46,7 @@ function info(src: StatusSources) {
     runs: activity.listRuns().length,
     view: src.cache !== null,
     seccomp: src.seccomp,
+    tracer: src.tracer,
     cache: cacheStats(src.cache),
     fastAnswers: src.cache ? fastTotals() : null,
   };

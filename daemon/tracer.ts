@@ -1,12 +1,15 @@
 // The tracer: keeps every process and thread of a run under ptrace, and hands each redirected
 // syscall stop to a handler that decides what happens to it. All ptrace calls run on the main
 // thread, woken by SIGCHLD, waiting on exactly the known tracee tids (never -1: libuv reaps its
-// own children and the addon's reaper its own).
+// own children and the addon's reaper its own). Under the unotify tracer the calls the filter
+// notifies (daemon/notify-stop.ts) reach the same handler from the listener's thread, without
+// a ptrace stop.
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { type ArchAbi, abiByAuditArch, abiForNodeArch } from '../arch/abi.ts';
+import { type ArchAbi, abiByAuditArch } from '../arch/abi.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
+import { decodeNotif, NotifiedStop } from './notify-stop.ts';
 import {
   decodeSyscallInfo,
   decodeWaitStatus,
@@ -17,12 +20,12 @@ import {
 } from './ptrace.ts';
 import { applyRegs, putBack, resultAtExit, saveRegs } from './regs.ts';
 import { offSigchld, onSigchld } from './sigchld.ts';
+import { type Action, fail, type Proc, SyscallStop, type Task } from './syscall-stop.ts';
 
 const SIG = constants.signals;
 /** How long the tracer keeps polling after the last stop before it waits for SIGCHLD. */
 const SPIN_MS = 0.05;
 const MAX_PUMP_MS = 20;
-const HOST_RED_ZONE = abiForNodeArch(process.arch)?.redZone ?? 0;
 const MAX_U32 = 0xffffffffn;
 /** Bytes of the low scratch mapping: room for a few paths and an exec's strings. */
 const LOW_SCRATCH = 256n * 1024n;
@@ -38,112 +41,6 @@ export const TRACE_OPTIONS =
   PTRACE_O.TRACEEXIT |
   PTRACE_O.TRACESECCOMP |
   PTRACE_O.EXITKILL;
-
-/** State shared by the threads of one process (thread group). */
-export interface Proc {
-  pid: number;
-  /** The view path of the working directory. */
-  cwd: string;
-  /** The placeholder the kernel has as the cwd, when the cwd is a host directory. */
-  cwdStandIn?: string;
-  /** The view path of the running program, for /proc/self/exe. */
-  exe: string;
-  /** Set by an execve handler; becomes `exe` when the exec happens. */
-  pendingExe: string | null;
-}
-
-export interface Task {
-  tid: number;
-  proc: Proc;
-  /** Seen running: its next PTRACE_EVENT_STOP is a group stop, not its first stop. */
-  started: boolean;
-  /** A handler is deciding about this task's current stop. */
-  busy: boolean;
-  /** PTRACE_SYSCALL mode: the result to put in place at the syscall-exit stop. */
-  exitResult: bigint | null;
-  /**
-   * Scratch below 4 GiB for i386 calls (int $0x80) of 64-bit code, whose stack is above it:
-   * the top of a mapping the tracer had the task make (lowScratch()); null until then.
-   */
-  lowTop: bigint | null;
-  /** The program's registers while the tracer's mmap for lowTop runs in place of its call. */
-  mapping: Buffer | null;
-}
-
-/** What happens to a syscall. */
-export type Action =
-  | { kind: 'pass' }
-  /** Skip the syscall; the program sees `value` (a negative errno for a failure). */
-  | { kind: 'return'; value: bigint }
-  /** Run it with these arguments replaced. */
-  | { kind: 'rewrite'; args: Map<number, bigint> }
-  /** Run another syscall instead; with `result`, the program sees that instead of its result. */
-  | { kind: 'replace'; nr: number; args: Map<number, bigint>; result?: bigint };
-
-export const pass: Action = { kind: 'pass' };
-export const ret = (value: number | bigint): Action => ({ kind: 'return', value: BigInt(value) });
-export const fail = (errno: number): Action => ret(-errno);
-
-/** One syscall stop, as a handler sees it. */
-export class SyscallStop {
-  readonly task: Task;
-  readonly abi: ArchAbi;
-  readonly nr: number;
-  readonly name: string;
-  readonly args: bigint[];
-  readonly sp: bigint;
-  private scratchTop: bigint;
-
-  constructor(task: Task, abi: ArchAbi, nr: number, name: string, args: bigint[], sp: bigint) {
-    this.task = task;
-    this.abi = abi;
-    this.nr = nr;
-    this.name = name;
-    this.args = args;
-    this.sp = sp;
-    // int $0x80 from 64-bit code is an i386 call in a program that has x86_64's red zone.
-    this.scratchTop =
-      abi.wordSize === 4 && sp > MAX_U32 && task.lowTop !== null
-        ? task.lowTop
-        : sp - BigInt(Math.max(abi.redZone, HOST_RED_ZONE));
-  }
-
-  get tid(): number {
-    return this.task.tid;
-  }
-
-  get proc(): Proc {
-    return this.task.proc;
-  }
-
-  /** A NUL-terminated string argument; null when the pointer is bad (EFAULT). */
-  readString(addr: bigint, max = 4096): Buffer | null {
-    if (addr === 0n) return null;
-    return native.readString(this.task.tid, addr, max);
-  }
-
-  readMem(addr: bigint, len: number): Buffer {
-    return native.readMem(this.task.tid, addr, len);
-  }
-
-  /** The last writeMem() of this stop: what an answer put in the program's buffer. */
-  written: { addr: bigint; data: Buffer } | null = null;
-
-  writeMem(addr: bigint, data: Buffer): void {
-    native.writeMem(this.task.tid, addr, data);
-    this.written = { addr, data };
-  }
-
-  /**
-   * Copies `data` onto the tracee's stack below its red zone and returns its address. Only
-   * valid for the syscall being decided: the program's next call may reuse the space.
-   */
-  scratch(data: Buffer): bigint {
-    this.scratchTop = (this.scratchTop - BigInt(data.length)) & ~15n;
-    this.writeMem(this.scratchTop, data);
-    return this.scratchTop;
-  }
-}
 
 export interface TracerHooks {
   /** Decides one redirected syscall; the task stays stopped until the promise settles. */
@@ -174,6 +71,8 @@ export class Tracer {
   private scheduled = false;
   /** Answers the wait gives itself (daemon/fast-answers.ts); null under PTRACE_SYSCALL. */
   private readonly answers: native.AnswerTable | null;
+  /** Receives the calls the filter notifies (the unotify tracer); null under ptrace alone. */
+  private notifier: native.Notifier | null = null;
 
   constructor(
     rootPid: number,
@@ -182,6 +81,7 @@ export class Tracer {
     log: Logger,
     syscallMode: boolean,
     answers: native.AnswerTable | null = null,
+    listener: number | null = null,
   ) {
     this.rootPid = rootPid;
     this.hooks = hooks;
@@ -201,6 +101,8 @@ export class Tracer {
       mapping: null,
     });
     onSigchld(this.onSigchld, log);
+    if (listener !== null)
+      this.notifier = native.notifyStart(listener, this.answers, (b) => this.notified(b));
     // The SIGCHLD watch does not hold the loop open: without this it could end while tracees run.
     this.keepAlive = setInterval(() => {}, 2 ** 31 - 1);
     process.nextTick(() => this.pump());
@@ -270,7 +172,12 @@ export class Tracer {
   }
 
   private maybeStop(): void {
-    if (this.tasks.size > 0 || !this.keepAlive) return;
+    if (this.tasks.size > 0) return;
+    if (this.notifier !== null) {
+      native.notifyStop(this.notifier);
+      this.notifier = null;
+    }
+    if (!this.keepAlive) return;
     clearInterval(this.keepAlive);
     this.keepAlive = null;
     offSigchld(this.onSigchld);
@@ -418,6 +325,48 @@ export class Tracer {
     } else {
       this.finish(task, info.arch, action);
     }
+  }
+
+  /** A call the filter notified (seccomp user notification), decided like a stop. */
+  private notified(b: Buffer | null): void {
+    const n = this.notifier;
+    if (n === null) return;
+    if (b === null) {
+      // Nothing answers the program's redirected calls any more: end the run.
+      this.log.error('seccomp listener failed: ending the run');
+      for (const t of this.tasks.values()) process.kill(t.proc.pid, 'SIGKILL');
+      return;
+    }
+    const { id, pid, nr, arch, args } = decodeNotif(b);
+    const task = this.tasks.get(pid);
+    const abi = abiByAuditArch(arch);
+    if (!task || !abi) {
+      // The filter notifies only the tracer's own ABI, and every tracee is known before it runs.
+      this.log.error({ tid: pid, nr, arch }, 'notification from an unknown task or ABI');
+      native.notifySend(n, id, 0n, -constants.errno.ENOSYS, false);
+      return;
+    }
+    const name = abi.syscallName(nr) ?? `#${nr}`;
+    const stop = new NotifiedStop(task, abi, nr, name, args, id);
+    const respond = (a: Action) => {
+      if (this.notifier !== n) return;
+      let response: [bigint, number, boolean];
+      try {
+        response = stop.response(a);
+      } catch (e) {
+        response = stop.response(this.handlerFailed(stop, e));
+      }
+      native.notifySend(n, id, ...response);
+    };
+    let action: Action | Promise<Action>;
+    try {
+      action = this.hooks.onSyscall(stop);
+    } catch (e) {
+      action = this.handlerFailed(stop, e);
+    }
+    if (action instanceof Promise)
+      action.then(respond, (e) => respond(this.handlerFailed(stop, e)));
+    else respond(action);
   }
 
   /**

@@ -13,11 +13,13 @@ import { deviceProgram } from './exec-view.ts';
 import { runsOnlyDir } from './instance.ts';
 import type { Logger } from './log.ts';
 import * as native from './native.ts';
+import { NOTIFIED } from './notify-stop.ts';
 import type { WaitEvent } from './ptrace.ts';
 import { ENOSYS_CALLS } from './redirect/index.ts';
 import { Redirector } from './redirect/redirector.ts';
 import { buildFilter, type FilterAbi } from './seccomp.ts';
-import { type Proc, TRACE_OPTIONS, Tracer } from './tracer.ts';
+import type { Proc } from './syscall-stop.ts';
+import { TRACE_OPTIONS, Tracer } from './tracer.ts';
 import { ViewClient, ViewError } from './view-client.ts';
 import type { ViewMemory } from './view-memory.ts';
 
@@ -29,6 +31,11 @@ export interface ViewEnv {
   runGid: number;
   /** False where the kernel lacks seccomp filters: every syscall then stops (PTRACE_SYSCALL). */
   seccomp: boolean;
+  /**
+   * How redirected calls reach tetherd (docs/hot-path.md): all as ptrace stops, or those only
+   * answered (NOTIFIED) as seccomp user notifications, which need no ptrace stop.
+   */
+  tracer: Tracing;
   links: ExecLinks;
 }
 
@@ -39,6 +46,8 @@ export interface TracedRun {
   execErrno(): number | null;
   cleanup(): void;
 }
+
+export type Tracing = 'ptrace' | 'unotify';
 
 /** What the spawn needs that only the view can say. */
 export interface ViewStart {
@@ -58,27 +67,31 @@ export function deviceAbis(): ArchAbi[] {
 }
 
 /**
- * Each ABI's calls by what the filter does with them: the redirected ones are traced, every
- * other call of its table runs but those that could reach files behind the view's back, and
+ * Each ABI's calls by what the filter does with them: the redirected ones are traced (under
+ * unotify, those of the device's own ABI that NOTIFIED lists notify instead), every other
+ * call of its table runs but those that could reach files behind the view's back, and
  * numbers the table lacks (x86_64's x32 calls, a newer kernel's) fail with ENOSYS.
  */
-export function filterAbis(abis: readonly ArchAbi[]): FilterAbi[] {
+export function filterAbis(abis: readonly ArchAbi[], tracer: Tracing = 'ptrace'): FilterAbi[] {
   const traced = new Set(Redirector.traced());
   const refused = new Set<string>(ENOSYS_CALLS);
+  const own = abiForNodeArch(process.arch);
   return abis.map((abi) => {
     const names = Object.keys(SYSCALLS[abi.name].byName);
     const numbers = (keep: (n: string) => boolean) =>
       names.filter(keep).map((n) => abi.syscallNumber(n)!);
+    const notified = new Set<string>(tracer === 'unotify' && abi === own ? NOTIFIED : []);
     return {
       auditArch: abi.auditArch,
-      trace: numbers((n) => traced.has(n)),
+      trace: numbers((n) => traced.has(n) && !notified.has(n)),
+      notify: numbers((n) => traced.has(n) && notified.has(n)),
       allow: numbers((n) => !traced.has(n) && !refused.has(n)),
     };
   });
 }
 
-export function filterFor(abis: readonly ArchAbi[]): Buffer {
-  return buildFilter(filterAbis(abis));
+export function filterFor(abis: readonly ArchAbi[], tracer: Tracing = 'ptrace'): Buffer {
+  return buildFilter(filterAbis(abis, tracer));
 }
 
 export class ViewSession {
@@ -183,14 +196,16 @@ export class ViewSession {
   ): TracedRun {
     const r = this.redirector;
     const abis = deviceAbis();
-    const pid = native.spawn({
-      ...opts,
-      trace: {
-        options: TRACE_OPTIONS,
-        filter: env.seccomp ? filterFor(abis) : null,
-        stop: !env.seccomp,
-      },
-    });
+    const notify = env.seccomp && env.tracer === 'unotify';
+    const trace = {
+      options: TRACE_OPTIONS,
+      filter: env.seccomp ? filterFor(abis, env.tracer) : null,
+      stop: !env.seccomp,
+      listener: notify,
+    };
+    const { pid, listener } = notify
+      ? native.spawnNotified({ ...opts, trace })
+      : { pid: native.spawn({ ...opts, trace }), listener: null };
     let firstExec: number | null = null;
     let execSeen = false;
     const root: Proc = { pid, cwd: viewCwd, exe: opts.file, pendingExe: null };
@@ -226,6 +241,7 @@ export class ViewSession {
       this.log,
       !env.seccomp,
       r.fast.table,
+      listener,
     );
     r.procs = (p) => procs.get(p) ?? null;
     return {

@@ -9,14 +9,17 @@
  * untouched.
  */
 #define _GNU_SOURCE
+#include "answers.h"
 #include "napi-util.h"
 
 #include <elf.h>
 #include <errno.h>
 #include <linux/ptrace.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <stdio.h>
@@ -51,6 +54,8 @@ struct entry {
 };
 
 struct table {
+  /* The user-notification thread (notify.c) answers from it while JavaScript fills it. */
+  pthread_mutex_t lock;
   uint32_t arch; /* AUDIT_ARCH of the calls answered (the tracer's own ABI) */
   struct spec specs[MAX_NR];
   struct entry *slots;
@@ -122,6 +127,7 @@ static void finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   struct table *t = data;
   release(t);
+  pthread_mutex_destroy(&t->lock);
   free(t);
 }
 
@@ -152,6 +158,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
     return argc < 4 ? (type_error(env, "arguments", "4"), NULL) : NULL;
   struct table *t = calloc(1, sizeof *t);
   if (!t) return throw_errno(env, "calloc", ENOMEM);
+  pthread_mutex_init(&t->lock, NULL);
   t->arch = (uint32_t)arch;
   t->max_entries = (uint32_t)max_entries;
   t->max_bytes = (uint64_t)max_bytes;
@@ -174,6 +181,39 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   return res;
 }
 
+/* Keeps one answer (the caller holds the lock): 0, or an errno. */
+static int put(struct table *t, const void *key, size_t key_len, int64_t ret, const void *data,
+               size_t data_len, int64_t ttl) {
+  if (!t->slots) return 0; /* closed */
+  struct entry *e = find(t, key, key_len);
+  if (e->key) {
+    t->bytes -= e->key_len + e->data_len;
+    free(e->data);
+  } else {
+    if (t->used >= t->max_entries || t->bytes + key_len + data_len > t->max_bytes) clear(t);
+    else if ((t->used + 1) * 2 > t->cap && grow(t) < 0)
+      return ENOMEM;
+    e = find(t, key, key_len);
+    e->key = malloc(key_len);
+    if (!e->key) return ENOMEM;
+    memcpy(e->key, key, key_len);
+    e->key_len = (uint32_t)key_len;
+    t->used++;
+  }
+  e->data = data_len ? malloc(data_len) : NULL;
+  if (data_len && !e->data) {
+    e->data_len = 0;
+    return ENOMEM;
+  }
+  if (data_len) memcpy(e->data, data, data_len);
+  e->data_len = (uint32_t)data_len;
+  e->ret = ret;
+  e->expires = ttl ? now_ns() + ttl * 1000000 : 0;
+  e->gen = t->gen;
+  t->bytes += key_len + data_len;
+  return 0;
+}
+
 /* answersSet(table, key, ret, data|null, ttlMs): ttlMs 0 keeps it for the run; otherwise it
  * holds for ttlMs or until answersForgetPassing(). */
 static napi_value js_set(napi_env env, napi_callback_info info) {
@@ -192,79 +232,63 @@ static napi_value js_set(napi_env env, napi_callback_info info) {
     return NULL;
   napi_typeof(env, argv[3], &dt);
   if (dt != napi_null && !get_buffer(env, argv[3], "data", &data, &data_len)) return NULL;
-  if (!t->slots) return NULL; /* closed */
-  struct entry *e = find(t, key, key_len);
-  if (e->key) {
-    t->bytes -= e->key_len + e->data_len;
-    free(e->data);
-  } else {
-    if (t->used >= t->max_entries || t->bytes + key_len + data_len > t->max_bytes) clear(t);
-    else if ((t->used + 1) * 2 > t->cap && grow(t) < 0)
-      return throw_errno(env, "calloc", ENOMEM);
-    e = find(t, key, key_len);
-    e->key = malloc(key_len);
-    if (!e->key) return throw_errno(env, "malloc", ENOMEM);
-    memcpy(e->key, key, key_len);
-    e->key_len = (uint32_t)key_len;
-    t->used++;
-  }
-  e->data = data_len ? malloc(data_len) : NULL;
-  if (data_len && !e->data) return throw_errno(env, "malloc", ENOMEM);
-  if (data_len) memcpy(e->data, data, data_len);
-  e->data_len = (uint32_t)data_len;
-  e->ret = ret;
-  e->expires = ttl ? now_ns() + ttl * 1000000 : 0;
-  e->gen = t->gen;
-  t->bytes += key_len + data_len;
-  return NULL;
+  pthread_mutex_lock(&t->lock);
+  int err = put(t, key, key_len, ret, data, data_len, ttl);
+  pthread_mutex_unlock(&t->lock);
+  return err ? throw_errno(env, "malloc", err) : NULL;
+}
+
+/* The table of a call's only argument, locked; NULL (with an exception) when it is not one. */
+static struct table *table_arg(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct table *t = argc < 1 ? (type_error(env, "table", "an answer table"), NULL)
+                             : get_table(env, argv[0]);
+  if (t) pthread_mutex_lock(&t->lock);
+  return t;
 }
 
 /* answersForgetPassing(table): answers with an expiry no longer count (the run changed
  * something in a writable mount); those kept for the run stay. */
 static napi_value js_forget_passing(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct table *t;
-  if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
+  struct table *t = table_arg(env, info);
+  if (!t) return NULL;
   t->gen++;
+  pthread_mutex_unlock(&t->lock);
   return NULL;
 }
 
 static napi_value js_clear(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct table *t;
-  if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
+  struct table *t = table_arg(env, info);
+  if (!t) return NULL;
   clear(t);
+  pthread_mutex_unlock(&t->lock);
   return NULL;
 }
 
 /* answersClose(table): frees its answers now (the run is over); it answers nothing after. */
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct table *t;
-  if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
+  struct table *t = table_arg(env, info);
+  if (!t) return NULL;
   release(t);
+  pthread_mutex_unlock(&t->lock);
   return NULL;
 }
 
 /* answersStats(table): { entries, bytes, hits, misses } */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct table *t;
-  if (argc < 1 || !(t = get_table(env, argv[0]))) return NULL;
+  struct table *t = table_arg(env, info);
+  if (!t) return NULL;
+  int64_t used = t->used, bytes = (int64_t)t->bytes, hits = (int64_t)t->hits,
+          misses = (int64_t)t->misses;
+  pthread_mutex_unlock(&t->lock);
   napi_value o;
   napi_create_object(env, &o);
-  set_int(env, o, "entries", t->used);
-  set_int(env, o, "bytes", (int64_t)t->bytes);
-  set_int(env, o, "hits", (int64_t)t->hits);
-  set_int(env, o, "misses", (int64_t)t->misses);
+  set_int(env, o, "entries", used);
+  set_int(env, o, "bytes", bytes);
+  set_int(env, o, "hits", hits);
+  set_int(env, o, "misses", misses);
   return o;
 }
 
@@ -364,22 +388,12 @@ static int rewrite_path(pid_t pid, int arg, const uint8_t *path, size_t len) {
 #endif
 }
 
-/* Answers the seccomp stop `pid` is in from the table and resumes it: 1; or 0, untouched. */
-int answers_try(void *table, pid_t pid) {
-  struct table *t = table;
-  struct ptrace_syscall_info si;
-  if (!t->slots) return 0;
-  if (syscall(SYS_ptrace, PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof si, &si) <= 0 ||
-      si.op != PTRACE_SYSCALL_INFO_SECCOMP || si.arch != t->arch || si.seccomp.nr >= MAX_NR)
-    return 0;
-  const struct spec *sp = &t->specs[si.seccomp.nr];
-  if (!sp->cls) return 0;
-  const __u64 *a = si.seccomp.args;
-  uint8_t key[3 + 2 * MAX_PATH + 1];
-  char path[MAX_PATH];
-  long len = read_path(pid, a[sp->path], path);
-  if (len <= 0) goto miss;
+/* The key of a call of spec `sp` with arguments `a` (from `path`, the path argument read),
+ * in `key` (room for 3 + 2 * MAX_PATH + 1 bytes): its length, or 0 for a call never kept. */
+static size_t build_key(pid_t pid, const struct spec *sp, const __u64 *a, const char *path,
+                        long len, uint8_t *key) {
   size_t klen = 3;
+  if (len <= 0) return 0;
   if (path[0] == '/') {
     memcpy(key + 3, path, (size_t)len);
     klen += (size_t)len;
@@ -393,50 +407,111 @@ int answers_try(void *table, pid_t pid) {
     else if (dirfd >= 0)
       snprintf(link, sizeof link, "/proc/%d/fd/%d", pid, dirfd);
     else
-      goto miss;
+      return 0;
     ssize_t bl = readlink(link, (char *)key + 3, MAX_PATH);
-    if (bl <= 0 || bl >= MAX_PATH || key[3] != '/') goto miss;
+    if (bl <= 0 || bl >= MAX_PATH || key[3] != '/') return 0;
     klen += (size_t)bl;
     if (bl > 1) key[klen++] = '/';
     const char *rel = path;
     while (rel[0] == '.' && rel[1] == '/') rel += 2;
     size_t rl = (size_t)(path + len - rel);
-    if (rl == 0) goto miss;
+    if (rl == 0) return 0;
     memcpy(key + klen, rel, rl);
     klen += rl;
   }
   key[0] = sp->cls;
   if (sp->cls == CLASS_OPEN) {
-    if ((uint32_t)a[sp->flags] & sp->zero) goto miss;
+    if ((uint32_t)a[sp->flags] & sp->zero) return 0;
     key[1] = 1;
   } else
     key[1] = sp->flags >= 0 ? !((int32_t)a[sp->flags] & AT_SYMLINK_NOFOLLOW_) : sp->follow;
   key[2] = sp->mode >= 0 ? (uint8_t)(a[sp->mode] & 7) : 0;
-  struct entry *e = find(t, key, klen);
-  if (!e->key || !live(t, e)) goto miss;
-  if (sp->cls == CLASS_OPEN) {
-    /* The answer is the device path to open instead (its content in the cache). */
-    if (!e->data_len || rewrite_path(pid, sp->path, e->data, e->data_len) < 0 ||
-        syscall(SYS_ptrace, PTRACE_CONT, pid, 0, 0) < 0)
-      goto miss;
-    t->hits++;
-    return 1;
-  }
-  int64_t ret = e->ret;
-  size_t n = e->data_len;
-  if (sp->cls == CLASS_READLINK && ret >= 0) {
-    int32_t size = (int32_t)a[sp->size];
-    if (size <= 0) goto miss;
-    if (n > (size_t)size) n = (size_t)size;
-    ret = (int64_t)n;
-  }
-  if (n && write_mem(pid, a[sp->buf], e->data, n) < 0) goto miss;
-  if (skip_with(pid, ret) < 0 || syscall(SYS_ptrace, PTRACE_CONT, pid, 0, 0) < 0) goto miss;
-  t->hits++;
-  return 1;
-miss:
+  return klen;
+}
+
+/* The live entry answering call `nr` of AUDIT_ARCH `arch` with arguments `a` by task `pid`
+ * (the caller holds the lock), or NULL; its spec in *spp. */
+static struct entry *lookup(struct table *t, pid_t pid, uint32_t arch, int nr, const __u64 *a,
+                            const struct spec **spp) {
+  if (!t->slots || arch != t->arch || nr < 0 || nr >= MAX_NR) return NULL;
+  const struct spec *sp = &t->specs[nr];
+  if (!sp->cls) return NULL;
+  *spp = sp;
+  uint8_t key[3 + 2 * MAX_PATH + 1];
+  char path[MAX_PATH];
+  long len = read_path(pid, a[sp->path], path);
+  size_t klen = build_key(pid, sp, a, path, len, key);
+  struct entry *e = klen ? find(t, key, klen) : NULL;
+  if (e && e->key && live(t, e)) return e;
   t->misses++;
-  return 0;
+  return NULL;
+}
+
+/* Writes an answer's bytes into the caller's buffer and says the call's result; false when it
+ * cannot be given (a readlink with no room, a buffer not writable). */
+static bool give(pid_t pid, const struct spec *sp, const __u64 *a, const struct entry *e,
+                 int64_t *ret) {
+  size_t n = e->data_len;
+  *ret = e->ret;
+  if (sp->cls == CLASS_READLINK && *ret >= 0) {
+    int32_t size = (int32_t)a[sp->size];
+    if (size <= 0) return false;
+    if (n > (size_t)size) n = (size_t)size;
+    *ret = (int64_t)n;
+  }
+  return !n || write_mem(pid, a[sp->buf], e->data, n) == 0;
+}
+
+int answers_try(void *table, pid_t pid) {
+  struct table *t = table;
+  struct ptrace_syscall_info si;
+  if (syscall(SYS_ptrace, PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof si, &si) <= 0 ||
+      si.op != PTRACE_SYSCALL_INFO_SECCOMP)
+    return 0;
+  const __u64 *a = si.seccomp.args;
+  const struct spec *sp = NULL;
+  int done = 0;
+  pthread_mutex_lock(&t->lock);
+  struct entry *e = lookup(t, pid, si.arch, (int)si.seccomp.nr, a, &sp);
+  if (e && sp->cls == CLASS_OPEN) {
+    /* The answer is the device path to open instead (its content in the cache). */
+    done = e->data_len && rewrite_path(pid, sp->path, e->data, e->data_len) == 0 &&
+           syscall(SYS_ptrace, PTRACE_CONT, pid, 0, 0) == 0;
+  } else if (e) {
+    int64_t ret;
+    done = give(pid, sp, a, e, &ret) && skip_with(pid, ret) == 0 &&
+           syscall(SYS_ptrace, PTRACE_CONT, pid, 0, 0) == 0;
+  }
+  if (e) done ? t->hits++ : t->misses++;
+  pthread_mutex_unlock(&t->lock);
+  return done;
+}
+
+int answers_notified(void *table, int listener, const struct seccomp_notif *req) {
+  struct table *t = table;
+  const __u64 *a = req->data.args;
+  const struct spec *sp = NULL;
+  int done = 0;
+  pthread_mutex_lock(&t->lock);
+  struct entry *e = lookup(t, (pid_t)req->pid, req->data.arch, req->data.nr, a, &sp);
+  /* Opens are not notified: their misses need a path rewrite, which only ptrace can do. */
+  if (e && sp->cls != CLASS_OPEN) {
+    __u64 id = req->id;
+    /* The path read was the task's own only if the notification is still pending. */
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0) {
+      int64_t ret;
+      if (give((pid_t)req->pid, sp, a, e, &ret)) {
+        struct seccomp_notif_resp resp = {.id = id};
+        if (ret < 0) resp.error = (__s32)ret;
+        else resp.val = ret;
+        /* ENOENT: the task was interrupted meanwhile; it will ask again. */
+        done = ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) == 0 || errno == ENOENT;
+      }
+    }
+  }
+  if (e) done ? t->hits++ : t->misses++;
+  pthread_mutex_unlock(&t->lock);
+  return done;
 }
 
 napi_value answers_init(napi_env env, napi_value exports) {

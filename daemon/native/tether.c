@@ -10,6 +10,7 @@ napi_value trace_init(napi_env env, napi_value exports);          /* trace.c */
 napi_value inotify_init_module(napi_env env, napi_value exports); /* inotify.c */
 napi_value sigchld_init(napi_env env, napi_value exports);        /* sigchld.c */
 napi_value answers_init(napi_env env, napi_value exports);        /* answers.c */
+napi_value notify_init(napi_env env, napi_value exports);         /* notify.c */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +77,9 @@ struct spawn_req {
    * the tracer's first stop. The filter, if any, is installed right before execve. */
   bool trace;
   bool trace_stop; /* stop the child (PTRACE_INTERRUPT) before it may go on to its execve */
+  /* The filter reports to a listener (seccomp user notification): installed before "ready"
+   * so the parent can take the listener fd (pidfd_getfd) while the child waits. */
+  bool listener;
   int ptrace_options;
   struct sock_fprog filter;
 };
@@ -137,7 +141,8 @@ static bool build_paths(napi_env env, struct spawn_req *r) {
   return true;
 }
 
-/* trace: { options: PTRACE_O_* bits, filter: Buffer of struct sock_filter, or null } */
+/* trace: { options: PTRACE_O_* bits, filter: Buffer of struct sock_filter, or null, stop,
+ * listener } */
 static bool parse_trace(napi_env env, napi_value v, struct spawn_req *r) {
   napi_value f;
   napi_valuetype t;
@@ -149,6 +154,9 @@ static bool parse_trace(napi_env env, napi_value v, struct spawn_req *r) {
   napi_get_named_property(env, v, "stop", &f);
   napi_typeof(env, f, &t);
   if (t == napi_boolean) napi_get_value_bool(env, f, &r->trace_stop);
+  napi_get_named_property(env, v, "listener", &f);
+  napi_typeof(env, f, &t);
+  if (t == napi_boolean) napi_get_value_bool(env, f, &r->listener);
   napi_get_named_property(env, v, "filter", &f);
   napi_typeof(env, f, &t);
   if (t == napi_null || t == napi_undefined) return true;
@@ -167,6 +175,14 @@ static bool parse_trace(napi_env env, napi_value v, struct spawn_req *r) {
   memcpy(r->filter.filter, data, len);
   r->filter.len = (unsigned short)(len / sizeof(struct sock_filter));
   return true;
+}
+
+/* Installs the filter: the listener fd with user notification, else 0; -1 on failure. */
+static int install_filter(const struct spawn_req *r) {
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return -1;
+  long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                    r->listener ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0, &r->filter);
+  return fd < 0 ? -1 : (int)fd;
 }
 
 static bool parse_spawn(napi_env env, napi_value opts, struct spawn_req *r) {
@@ -385,6 +401,10 @@ static void __attribute__((noreturn)) child(const struct spawn_req *r, int errfd
 static void __attribute__((noreturn)) traced_exec(const struct spawn_req *r, int errfd, int gofd) {
   int msg[2] = {0, (int)STEP_READY};
   ssize_t n;
+  /* With a listener, "ready" carries its fd number; the handshake's read and write are calls
+   * the filter allows. */
+  if (r->listener && r->filter.filter && (msg[0] = install_filter(r)) < 0)
+    child_fail(errfd, STEP_SECCOMP, errno);
   do n = write(errfd, msg, sizeof msg);
   while (n < 0 && errno == EINTR);
   char go;
@@ -393,9 +413,10 @@ static void __attribute__((noreturn)) traced_exec(const struct spawn_req *r, int
   if (n != 1) _exit(127); /* the parent gave up on us */
   close(gofd);
   close(errfd);
-  if (r->filter.filter) {
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &r->filter) < 0) {
+  if (r->listener)
+    close(msg[0]);
+  else if (r->filter.filter) {
+    if (install_filter(r) < 0) {
       static const char m[] = "tether: cannot install the seccomp filter\n";
       (void)!write(2, m, sizeof m - 1);
       _exit(126);
@@ -462,6 +483,17 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
       err = errno;
       what = "ptrace(PTRACE_INTERRUPT)";
     }
+    /* The child's listener, taken while it waits (it closes its own before the execve). */
+    int listener = -1;
+    if (!err && r.listener) {
+      int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+      listener = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, msg[0], 0);
+      if (listener < 0) {
+        err = errno;
+        what = "pidfd_getfd";
+      }
+      if (pidfd >= 0) close(pidfd);
+    }
     char go = 1;
     if (!err && write(gopipe[1], &go, 1) != 1) {
       err = errno;
@@ -469,6 +501,7 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
     }
     close(gopipe[1]);
     if (err) {
+      if (listener >= 0) close(listener);
       kill(pid, SIGKILL);
       int st;
       while (waitpid(pid, &st, __WALL) < 0 && errno == EINTR) {
@@ -476,7 +509,13 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
       throw_errno(env, what, err);
       goto out;
     }
-    napi_create_int32(env, pid, &result);
+    if (r.listener) {
+      napi_create_object(env, &result);
+      set_int(env, result, "pid", pid);
+      set_int(env, result, "listener", listener);
+    } else {
+      napi_create_int32(env, pid, &result);
+    }
     goto out;
   }
   if (r.trace) close(gopipe[1]);
@@ -698,5 +737,6 @@ NAPI_MODULE_INIT() {
   trace_init(env, exports);
   sigchld_init(env, exports);
   answers_init(env, exports);
+  notify_init(env, exports);
   return inotify_init_module(env, exports);
 }

@@ -3,7 +3,7 @@
 import { AT, RENAME } from '../../arch/fcntl.ts';
 import type { TimeSpec } from '../../transport/view.ts';
 import { umaskOf } from '../procfs.ts';
-import { type Action, fail, pass, ret, type SyscallStop } from '../tracer.ts';
+import { type Action, fail, pass, ret, type SyscallStop } from '../syscall-stop.ts';
 import type { ViewRequestBody } from '../view-client.ts';
 import { E, type Handler, s32 } from './handler.ts';
 import type { Redirector } from './redirector.ts';

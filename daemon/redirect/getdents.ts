@@ -1,6 +1,6 @@
 // Listings of host directories, served into the program's buffer from the client's answer.
 import { fdPos } from '../procfs.ts';
-import { fail, pass } from '../tracer.ts';
+import { fail, pass } from '../syscall-stop.ts';
 import { E, type Handler, s32 } from './handler.ts';
 
 export const SEEK_SET = 0;

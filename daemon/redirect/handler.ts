@@ -1,6 +1,6 @@
 // What every handler shares: its type, and small helpers for decisions made now or later.
 import { constants } from 'node:os';
-import type { Action, SyscallStop } from '../tracer.ts';
+import type { Action, SyscallStop } from '../syscall-stop.ts';
 import type { Redirector } from './redirector.ts';
 
 export const E = constants.errno;

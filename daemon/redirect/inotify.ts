@@ -1,6 +1,6 @@
 // inotify watches of host files: refused, so tools fall back to polling.
 import { AT } from '../../arch/fcntl.ts';
-import { fail, pass } from '../tracer.ts';
+import { fail, pass } from '../syscall-stop.ts';
 import { E, type Handler } from './handler.ts';
 
 export const inotifyAdd: Handler = async (r, s) => {

@@ -5,7 +5,7 @@ import type { Abi as AbiName } from '../../arch/syscalls.ts';
 import type { OpenFlag } from '../../transport/view.ts';
 import { plainOpenMask } from '../fast-answers.ts';
 import { umaskOf } from '../procfs.ts';
-import { type Action, fail, pass, type SyscallStop } from '../tracer.ts';
+import { type Action, fail, pass, type SyscallStop } from '../syscall-stop.ts';
 import { E } from './handler.ts';
 import type { Redirector } from './redirector.ts';
 

@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { AT } from '../../arch/fcntl.ts';
 import { prepareExec } from '../exec-view.ts';
 import { fdTarget } from '../procfs.ts';
-import { type Action, fail, pass, ret, type SyscallStop } from '../tracer.ts';
+import { type Action, fail, pass, ret, type SyscallStop } from '../syscall-stop.ts';
 import { E, type Handler, s32 } from './handler.ts';
 import type { Redirector } from './redirector.ts';
 

@@ -25,7 +25,7 @@ import type { Logger } from '../log.ts';
 import * as native from '../native.ts';
 import { cwdTarget, fdPos, fdTarget } from '../procfs.ts';
 import { RECENT_MS, RecentAnswers } from '../recent-answers.ts';
-import { type Action, fail, type Proc, pass, ret, type SyscallStop } from '../tracer.ts';
+import { type Action, fail, type Proc, pass, ret, type SyscallStop } from '../syscall-stop.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from '../view-client.ts';
 import type { ViewMemory } from '../view-memory.ts';
 import { WorkingCopies } from '../working-copies.ts';

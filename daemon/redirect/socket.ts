@@ -1,6 +1,6 @@
 // Unix sockets at view paths: bound and connected on the device, at stand-ins.
 import { AT } from '../../arch/fcntl.ts';
-import { fail, pass } from '../tracer.ts';
+import { fail, pass } from '../syscall-stop.ts';
 import { E, type Handler, s32 } from './handler.ts';
 
 export const AF_UNIX = 1;

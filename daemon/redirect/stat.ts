@@ -3,7 +3,7 @@
 import { AT } from '../../arch/fcntl.ts';
 import { encodeStatfs, encodeStatx } from '../../arch/structs.ts';
 import type { ViewStat } from '../../transport/view.ts';
-import { type Action, fail, pass, ret, type SyscallStop } from '../tracer.ts';
+import { type Action, fail, pass, ret, type SyscallStop } from '../syscall-stop.ts';
 import { E, type Handler, s32, then } from './handler.ts';
 import type { Redirector } from './redirector.ts';
 

@@ -1,6 +1,6 @@
 // Extended attributes: host files show none, and none can be set.
 import { AT } from '../../arch/fcntl.ts';
-import { fail, pass, ret } from '../tracer.ts';
+import { fail, pass, ret } from '../syscall-stop.ts';
 import { E, type Handler, s32, then } from './handler.ts';
 
 export function xattrPath(follow: boolean, kind: 'get' | 'list' | 'set' | 'remove'): Handler {

@@ -1,12 +1,23 @@
 // The view under the daemon's settings: the content cache across restarts (cached contents
 // are not fetched again, a damaged entry is noticed by its hash and fetched anew), without
-// seccomp (every syscall stops), and runs as an unprivileged user.
+// seccomp (every syscall stops), runs as an unprivileged user, and the tracer it uses.
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { startDaemon, tether } from '../lib/tetherd.ts';
+import { notifyProbe } from '../../daemon/native.ts';
+import { startDaemon, TETHERD, tether } from '../lib/tetherd.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'tether-cache-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
@@ -68,6 +79,8 @@ t.test('a run as an unprivileged user reads, writes and runs host files', async 
   const d = await startDaemon({ extraArgs: ['--user', 'nobody'] });
   t.teardown(() => d.stop());
   writeFileSync(join(work, 'readable'), 'for everyone\n');
+  // Root's alone on the device, named through a host symlink: checked as the run's user.
+  symlinkSync('/proc/1/environ', join(work, 'roots'));
   const r = await tether(d, [
     'run',
     '-u',
@@ -76,9 +89,75 @@ t.test('a run as an unprivileged user reads, writes and runs host files', async 
     work,
     'sh',
     '-c',
-    'id -un; cat readable; echo mine > written; cat written; cd / && pwd',
+    'id -un; cat readable; echo mine > written; cat written; test -r roots || echo not-readable; ' +
+      'test -e roots && echo there; cd / && pwd',
   ]);
   t.equal(r.code, 0, r.stderr);
-  t.equal(r.stdout, 'nobody\nfor everyone\nmine\n/\n');
+  t.equal(r.stdout, 'nobody\nfor everyone\nmine\nnot-readable\nthere\n/\n');
   t.equal(readFileSync(join(work, 'written'), 'utf8'), 'mine\n');
+});
+
+/** Whether process `pid` holds a seccomp listener (the unotify tracer's, during a run). */
+function holdsListener(pid: number): boolean {
+  const dir = `/proc/${pid}/fd`;
+  return readdirSync(dir).some((fd) => {
+    try {
+      return readlinkSync(`${dir}/${fd}`) === 'anon_inode:seccomp notify';
+    } catch {
+      return false;
+    }
+  });
+}
+
+t.test(
+  'the tracer: unotify where the kernel wakes the listener synchronously, ptrace on request',
+  async (t) => {
+    const probe = notifyProbe();
+    const cases: [string[], string][] = [
+      [[], probe === 2 ? 'unotify' : 'ptrace'],
+      [['--tracer', 'ptrace'], 'ptrace'],
+    ];
+    if (probe > 0) cases.push([['--tracer', 'unotify'], 'unotify']);
+    for (const [extraArgs, want] of cases) {
+      // The default, not what a *-ptrace.test.ts wrapper asks for.
+      const asked = process.env.TETHER_TEST_TRACER;
+      delete process.env.TETHER_TEST_TRACER;
+      const d = await startDaemon({ extraArgs }).finally(() => {
+        if (asked !== undefined) process.env.TETHER_TEST_TRACER = asked;
+      });
+      t.teardown(() => d.stop());
+      const { info } = JSON.parse((await tether(d, ['status', '--json'])).stdout);
+      t.equal(info.tracer, want, `${extraArgs.join(' ') || 'default'}: status says ${want}`);
+      const run = tether(d, ['run', '-C', work, 'sh', '-c', 'test -e /etc/passwd && sleep 1']);
+      let held = false;
+      for (let i = 0; i < 40 && !held; i++) {
+        held = holdsListener(info.pid);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const r = await run;
+      t.equal(r.code, 0, r.stderr);
+      t.equal(
+        held,
+        want === 'unotify',
+        `tetherd ${want === 'unotify' ? 'holds' : 'holds no'} listener during the run`,
+      );
+      t.notOk(holdsListener(info.pid), 'no listener is left after the run');
+    }
+  },
+);
+
+t.test('a tracer tetherd cannot use is a one-line error', async (t) => {
+  const state = mkdtempSync(join(tmpdir(), 'tetherd-tracer-'));
+  t.teardown(() => rmSync(state, { recursive: true, force: true }));
+  const start = (...args: string[]) =>
+    spawnSync(TETHERD, ['--state', state, '--user', 'root', '--no-status-socket', ...args], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+  const bogus = start('--tracer', 'bogus');
+  t.not(bogus.status, 0);
+  t.match(bogus.stderr, /--tracer <tracer>.*bogus.*ptrace, unotify/);
+  const noSeccomp = start('--tracer', 'unotify', '--no-seccomp');
+  t.equal(noSeccomp.status, 1);
+  t.equal(noSeccomp.stderr, 'tetherd: --tracer unotify needs seccomp filters\n');
 });

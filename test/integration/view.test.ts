@@ -385,6 +385,29 @@ t.test('an extra fd that is a host file is opened through the view: appends land
   t.equal(rd, '2\n3\n');
 });
 
+t.test(
+  "a host symlink into a device mount is followed on the device, as the program's own",
+  async (t) => {
+    const dir = mkdtempSync(join(work, 'links-'));
+    symlinkSync('/dev/null', join(dir, 'devnull'));
+    symlinkSync('/proc/self', join(dir, 'self'));
+    symlinkSync('/tmp', join(dir, 'tmp'));
+    const r = await run(
+      [
+        'sh',
+        '-c',
+        'stat -L -c "%F %a" devnull; test -w devnull && echo writable; test -d tmp/ && echo dir; ' +
+          // The program's own stderr, not tetherd's: /proc/self named through the view.
+          '[ "$(readlink self/fd/2)" = "$(readlink /proc/self/fd/2)" ] && echo own-fd; ' +
+          "python3 -c \"import os; print(os.access('devnull', os.W_OK), oct(os.stat('tmp/').st_mode))\"",
+      ],
+      { cwd: dir },
+    );
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout, 'character special file 666\nwritable\ndir\nown-fd\nTrue 0o41777\n');
+  },
+);
+
 t.test('unix sockets bound at host paths work on the device', async (t) => {
   const r = await run([
     'python3',

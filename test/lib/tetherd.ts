@@ -61,6 +61,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     'root',
     '--log-format',
     'json',
+    // The suites run under each tracer (test/integration/*-ptrace.test.ts set this).
+    ...(process.env.TETHER_TEST_TRACER ? ['--tracer', process.env.TETHER_TEST_TRACER] : []),
     ...(opts.extraArgs ?? []),
   ];
   let stderr = '';

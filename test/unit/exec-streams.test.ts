@@ -34,6 +34,7 @@ function testViewEnv(): ViewEnv {
     runsDir,
     runGid: -1,
     seccomp: true,
+    tracer: 'ptrace',
     links: new ExecLinks(join(instance.dir, 'exec'), -1),
   };
 }

@@ -4,6 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { abiForNodeArch } from '../../arch/abi.ts';
 import { watchChild } from '../../daemon/children.ts';
 import {
   type ExitStatus,
@@ -14,8 +15,10 @@ import {
   setNonblock,
   setWinsize,
   spawn,
+  syscallAs,
   waitpid,
 } from '../../daemon/native.ts';
+import { ofProgram } from '../../daemon/notify-stop.ts';
 
 const PATH = 'PATH=/usr/local/bin:/usr/bin:/bin';
 const devnull = fs.openSync('/dev/null', 'r');
@@ -314,4 +317,40 @@ t.test('watched children keep the event loop alive, and only while they run', as
   });
   t.equal(out, 'exit 0\n');
   t.ok(Date.now() - start < 5000, 'exits once no child is watched');
+});
+
+t.test(
+  'syscallAs runs a call under a file system identity and gives this thread its own back',
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-as-'));
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const secret = path.join(dir, 'secret');
+    fs.writeFileSync(secret, 'x', { mode: 0o600 });
+    fs.chmodSync(dir, 0o755);
+    const nr = abiForNodeArch(process.arch)!.syscallNumber('faccessat2')!;
+    const R_OK = 4n;
+    const AT_EACCESS = 0x200n;
+    const access = (ids: number[]) =>
+      syscallAs(ids, nr, [-100n, Buffer.from(`${secret}\0`), R_OK, AT_EACCESS]);
+    t.equal(access([]), 0n, "the daemon's own identity reads it");
+    if (process.getuid?.() === 0) {
+      t.equal(access([65534, 65534, 65534]), BigInt(-os.constants.errno.EACCES), 'nobody may not');
+      t.equal(access([0, 0]), 0n, 'root may');
+    }
+    // Back to the daemon's own identity: fs calls on this thread see it.
+    t.equal(fs.readFileSync(secret, 'utf8'), 'x');
+    t.equal(access([]), 0n);
+    const missing = syscallAs([], nr, [-100n, Buffer.from(`${dir}/none\0`), R_OK, 0n]);
+    t.equal(missing, BigInt(-os.constants.errno.ENOENT), 'a failure is its negative errno');
+  },
+);
+
+t.test("links that name the calling process name the program's under unotify", async (t) => {
+  t.equal(ofProgram('/proc/self/fd/2', 10, 12), '/proc/10/fd/2');
+  t.equal(ofProgram('/proc/self', 10, 12), '/proc/10');
+  t.equal(ofProgram('/proc/thread-self/comm', 10, 12), '/proc/10/task/12/comm');
+  t.equal(ofProgram('/dev/fd/3', 10, 12), '/proc/10/fd/3');
+  t.equal(ofProgram('/dev/stderr', 10, 12), '/proc/10/fd/2');
+  t.equal(ofProgram('/proc/selfish', 10, 12), '/proc/selfish', 'only whole names');
+  t.equal(ofProgram('/tmp/proc/self', 10, 12), '/tmp/proc/self');
 });

@@ -11,7 +11,7 @@ import { ARCH_ABIS } from '../../arch/abi.ts';
 import { AT } from '../../arch/fcntl.ts';
 import { ContentCache } from '../../daemon/cache.ts';
 import { Redirector } from '../../daemon/redirect/redirector.ts';
-import { type Action, type Proc, SyscallStop, type Task } from '../../daemon/tracer.ts';
+import { type Action, type Proc, SyscallStop, type Task } from '../../daemon/syscall-stop.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from '../../daemon/view-client.ts';
 import { ViewMemory } from '../../daemon/view-memory.ts';
 import type { DirEntry, ViewMount, ViewNode, ViewStat } from '../../transport/view.ts';

@@ -2,15 +2,17 @@
 // ABI and beyond: traced calls trap, the table's others run unless they could bypass the view,
 // and every number the table does not know fails with ENOSYS (default deny).
 import t from 'tap';
-import { ARCH_ABIS } from '../../arch/abi.ts';
+import { ARCH_ABIS, abiForNodeArch } from '../../arch/abi.ts';
 import { SYSCALLS } from '../../arch/syscalls.ts';
+import { NOTIFIED } from '../../daemon/notify-stop.ts';
 import { ENOSYS_CALLS } from '../../daemon/redirect/index.ts';
 import { Redirector } from '../../daemon/redirect/redirector.ts';
 import { buildFilter, type FilterAbi } from '../../daemon/seccomp.ts';
-import { filterAbis } from '../../daemon/view-session.ts';
+import { filterAbis, filterFor } from '../../daemon/view-session.ts';
 
 const RET_ALLOW = 0x7fff0000;
 const RET_TRACE = 0x7ff00000;
+const RET_USER_NOTIF = 0x7fc00000;
 const RET_ENOSYS = 0x00050000 | 38;
 
 /** Runs a cBPF program of the filter's instruction set on seccomp_data {nr, arch}. */
@@ -65,6 +67,25 @@ t.test('what a newer kernel adds is refused; what tether redirects is traced', a
       t.equal(verdict(nr), RET_ENOSYS, `${abi.name}: ${nr} (newer than the table) refused`);
   }
   t.equal(run(prog, 0x40000002, ARCH_ABIS.x86_64.auditArch), RET_ENOSYS, 'x32 calls refused');
+});
+
+t.test("under unotify the own ABI's answered calls notify; the rest still trace", async (t) => {
+  const own = abiForNodeArch(process.arch)!;
+  const other = own.name === 'x86_64' ? ARCH_ABIS.i386 : ARCH_ABIS.arm;
+  const p = filterFor([own, other], 'unotify');
+  const verdict = (abi: typeof own, name: string) =>
+    run(p, abi.syscallNumber(name)!, abi.auditArch);
+  const mine = NOTIFIED.filter((n) => own.syscallNumber(n) !== undefined);
+  t.ok(mine.includes('statx') && mine.includes('readlinkat'), `${mine.length} calls notify`);
+  for (const n of mine) t.equal(verdict(own, n), RET_USER_NOTIF, `${own.name}: ${n} notifies`);
+  for (const n of ['openat', 'execve', 'chdir', 'mkdirat'])
+    t.equal(verdict(own, n), RET_TRACE, `${own.name}: ${n} still a ptrace stop`);
+  // The answer table and the notifications speak the tracer's own ABI only.
+  for (const n of ['statx', 'stat64', 'readlink'].filter(
+    (n) => other.syscallNumber(n) !== undefined,
+  ))
+    t.equal(verdict(other, n), RET_TRACE, `${other.name}: ${n} a ptrace stop`);
+  t.equal(verdict(own, 'getpid'), RET_ALLOW, 'getpid runs');
 });
 
 t.test('every handler and every refused name is a syscall of some ABI', async (t) => {

@@ -30,7 +30,7 @@ async function app(t: Test) {
   const activity = new Activity();
   const cache = new ContentCache(dir);
   const a = await createStatusApp(
-    { activity, cache, name: 'board', fingerprint: 'SHA256:dev', seccomp: true },
+    { activity, cache, name: 'board', fingerprint: 'SHA256:dev', seccomp: true, tracer: 'ptrace' },
     createLogger('silent', 'json'),
   );
   t.teardown(() => a.close());
