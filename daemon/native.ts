@@ -114,6 +114,10 @@ interface Addon {
   notifyStop(n: Notifier): void;
   notifyProbe(): number;
   syscallAs(ids: number[], nr: number, args: (bigint | Buffer)[]): bigint;
+  notifyAddFd(n: Notifier, id: bigint, fd: number, cloexec: boolean): number;
+  notifyIdValid(n: Notifier, id: bigint): boolean;
+  openAs(ids: number[], path: string, flags: number, mode: number): Promise<number>;
+  pidfdSeek(pid: number, fd: number, offset: number): number;
   inotifyInit(): number;
   inotifyAddWatch(fd: number, path: string, mask: number): number;
   inotifyRmWatch(fd: number, wd: number): void;
@@ -244,6 +248,24 @@ export const notifyProbe: () => number = addon.notifyProbe;
  */
 export const syscallAs: (ids: number[], nr: number, args: (bigint | Buffer)[]) => bigint =
   addon.syscallAs;
+/**
+ * Installs a copy of our `fd` in the notifying program (its lowest free number) and answers
+ * notification `id` with that number (Linux 5.14): the number, or a negative errno
+ * (-ENOENT: no longer pending; any other: still pending, to be answered with it).
+ */
+export const notifyAddFd: (n: Notifier, id: bigint, fd: number, cloexec: boolean) => number =
+  addon.notifyAddFd;
+/** Whether notification `id` is still pending (its task neither interrupted nor gone). */
+export const notifyIdValid: (n: Notifier, id: bigint) => boolean = addon.notifyIdValid;
+/**
+ * Opens `path` on a thread of its own (a FIFO's open waits for its other end) under the file
+ * system identity [uid, gid, ...groups] ([]: the daemon's): our fd (close-on-exec), or a
+ * negative errno. A file it creates gets `mode` exactly.
+ */
+export const openAs: (ids: number[], path: string, flags: number, mode: number) => Promise<number> =
+  addon.openAs;
+/** lseek(SEEK_SET) on the open file description behind fd `fd` of process `pid`: 0 or -errno. */
+export const pidfdSeek: (pid: number, fd: number, offset: number) => number = addon.pidfdSeek;
 /** A non-blocking, close-on-exec inotify fd; events are read with inotifyRead. */
 export const inotifyInit: () => number = addon.inotifyInit;
 export const inotifyAddWatch: (fd: number, path: string, mask: number) => number =

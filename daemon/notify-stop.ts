@@ -3,16 +3,19 @@
 // out. A notification can be answered or let run as written, but its arguments cannot be
 // changed: a decision to run the call on another path (a rewrite) is carried out by tetherd
 // itself, which runs the same call on that path under the program's file system identity and
-// copies what it wrote into the program's buffer. Only the calls NOTIFIED lists notify.
-import { constants } from 'node:os';
+// copies what it wrote into the program's buffer; an open is opened here and the fd installed
+// in the program (SECCOMP_IOCTL_NOTIF_ADDFD). Only the calls NOTIFIED lists notify: those
+// whose every decision can be carried out so.
+import { closeSync, constants, lstatSync, openSync } from 'node:fs';
+import { constants as os } from 'node:os';
 import type { ArchAbi } from '../arch/abi.ts';
-import { AT } from '../arch/fcntl.ts';
+import { AT, OPEN_FLAGS } from '../arch/fcntl.ts';
 import { STATX, STRUCTS } from '../arch/structs.ts';
 import * as native from './native.ts';
-import { idsOf } from './procfs.ts';
+import { idsOf, umaskOf } from './procfs.ts';
 import { type Action, SyscallStop, type Task } from './syscall-stop.ts';
 
-/** The calls that notify: those only answered (by the host's attributes) or run elsewhere. */
+/** The calls that notify: those only answered, opened, or run on another path. */
 export const NOTIFIED = [
   'stat',
   'lstat',
@@ -21,6 +24,8 @@ export const NOTIFIED = [
   'lstat64',
   'fstatat64',
   'statx',
+  'fstat',
+  'fstat64',
   'access',
   'faccessat',
   'faccessat2',
@@ -30,20 +35,36 @@ export const NOTIFIED = [
   'lgetxattr',
   'listxattr',
   'llistxattr',
+  'fgetxattr',
+  'flistxattr',
+  'statfs',
+  'statfs64',
+  'getcwd',
+  'fchdir',
+  'getdents64',
+  'open',
+  'openat',
+  'creat',
 ] as const;
+type Notified = (typeof NOTIFIED)[number];
+const OPENS = new Set<string>(['open', 'openat', 'creat']);
 
 /**
- * Where each notified call's output goes: its buffer argument and either the struct it holds
+ * Where a rewritten call's output goes: its buffer argument and either the struct it holds
  * (written whole) or the argument saying the buffer's size (the result says how much of it).
+ * Calls never rewritten (fd calls, getcwd, getdents64) and opens have none.
  */
-type Out = { buf: number; struct: 'stat' | 'statx' } | { buf: number; sizeArg: number } | null;
-const OUT: Record<(typeof NOTIFIED)[number], Out> = {
+type Out =
+  | { buf: number; struct: 'stat' | 'stat64' | 'statx' | 'statfs' | 'statfs64' }
+  | { buf: number; sizeArg: number }
+  | null;
+const OUT: Partial<Record<Notified, Out>> = {
   stat: { buf: 1, struct: 'stat' },
   lstat: { buf: 1, struct: 'stat' },
   newfstatat: { buf: 2, struct: 'stat' },
-  stat64: { buf: 1, struct: 'stat' },
-  lstat64: { buf: 1, struct: 'stat' },
-  fstatat64: { buf: 2, struct: 'stat' },
+  stat64: { buf: 1, struct: 'stat64' },
+  lstat64: { buf: 1, struct: 'stat64' },
+  fstatat64: { buf: 2, struct: 'stat64' },
   statx: { buf: 4, struct: 'statx' },
   access: null,
   faccessat: null,
@@ -54,6 +75,8 @@ const OUT: Record<(typeof NOTIFIED)[number], Out> = {
   lgetxattr: { buf: 2, sizeArg: 3 },
   listxattr: { buf: 1, sizeArg: 2 },
   llistxattr: { buf: 1, sizeArg: 2 },
+  statfs: { buf: 1, struct: 'statfs' },
+  statfs64: { buf: 2, struct: 'statfs64' },
 };
 
 const MAX_OUT = 1 << 16;
@@ -90,38 +113,96 @@ export class NotifiedStop extends SyscallStop {
   override scratch(data: Buffer): bigint {
     const at = LOCAL_BASE + BigInt(this.local.size) * 0x1_0000n;
     this.local.set(at, data);
+    // What the fast path keeps for an open: the device path it was sent to.
+    this.written = { addr: at, data };
     return at;
   }
 
+  /** Carries out `action` and answers the notification (see the file's head). */
+  respond(n: native.Notifier, action: Action): void | Promise<void> {
+    const send = (r: bigint) => {
+      const [val, error] = r < 0n && r > -4096n ? [0n, Number(r)] : [r, 0];
+      native.notifySend(n, this.id, val, error, false);
+    };
+    if (action.kind === 'pass') {
+      native.notifySend(n, this.id, 0n, 0, true);
+      return;
+    }
+    if (action.kind === 'return') return send(action.value);
+    if (action.kind === 'replace') return send(this.replaceHere(action));
+    if (OPENS.has(this.name))
+      return this.openHere(n, action.args).then((r) => {
+        if (r !== 0n) send(r);
+      });
+    return send(this.runHere(action.args));
+  }
+
+  /** The one replacement a notified call decides: getdents64's lseek of its own fd. */
+  private replaceHere(action: Extract<Action, { kind: 'replace' }>): bigint {
+    if (this.name !== 'getdents64' || action.nr !== this.abi.syscallNumber('lseek'))
+      return BigInt(-os.errno.EIO);
+    const fd = Number(BigInt.asIntN(32, this.args[0]!));
+    const r = native.pidfdSeek(this.proc.pid, fd, Number(action.args.get(1)!));
+    return r < 0 ? BigInt(r) : (action.result ?? 0n);
+  }
+
+  /** The rewritten path (absolute, on the device), as the program would resolve it. */
+  private devicePath(changed: Map<number, bigint>): { idx: number; path: string } | null {
+    for (const [idx, v] of changed) {
+      const b = this.local.get(v);
+      if (b === undefined) continue;
+      if (b[0] !== 0x2f) return null;
+      return { idx, path: ofProgram(b.toString('utf8', 0, b.length - 1), this.proc.pid, this.tid) };
+    }
+    return null;
+  }
+
   /**
-   * The response to send: [val, error, continue]. A rewrite runs here (see the file's head);
-   * a replacement of the call is never a notified call's decision.
+   * Opens the rewritten path with the rewritten flags, as the program, and installs the fd in
+   * it: the failure to send, or 0n once the fd answered the call.
    */
-  response(action: Action): [bigint, number, boolean] {
-    if (action.kind === 'pass') return [0n, 0, true];
-    if (action.kind === 'return') return result(action.value);
-    if (action.kind === 'replace') return [0n, -constants.errno.EIO, false];
-    return result(this.runHere(action.args));
+  private async openHere(n: native.Notifier, changed: Map<number, bigint>): Promise<bigint> {
+    const F = OPEN_FLAGS[this.abi.name];
+    const at = this.name === 'openat' ? 1 : 0;
+    const to = this.devicePath(changed);
+    const ids = idsOf(this.tid);
+    if (to === null) return BigInt(-os.errno.EIO);
+    if (ids === null) return BigInt(-os.errno.ESRCH);
+    const flagsArg = this.name === 'creat' ? null : at + 1;
+    const flags =
+      flagsArg === null
+        ? F.O_CREAT | F.O_WRONLY | F.O_TRUNC
+        : Number(BigInt.asIntN(32, changed.get(flagsArg) ?? this.args[flagsArg]!));
+    const mode =
+      Number(this.args[this.name === 'creat' ? 1 : at + 2]! & 0o7777n) & ~umaskOf(this.tid);
+    const who = process.getuid?.() === 0 ? [ids.fsuid, ids.fsgid, ...ids.groups] : [];
+    const opening = native.openAs(who, to.path, flags & ~F.O_CLOEXEC, mode);
+    // An open that waits (a FIFO's for its other end) must not outlive the call: once the
+    // program is gone or interrupted, the other end is opened and closed to end the wait.
+    const watch = setInterval(() => {
+      if (!native.notifyIdValid(n, this.id)) unblockFifo(to.path, flags & F.O_ACCMODE);
+    }, 100);
+    const fd = await opening.finally(() => clearInterval(watch));
+    if (fd < 0) return BigInt(fd);
+    try {
+      const r = native.notifyAddFd(n, this.id, fd, (flags & F.O_CLOEXEC) !== 0);
+      return r >= 0 || r === -os.errno.ENOENT ? 0n : BigInt(r);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   private runHere(changed: Map<number, bigint>): bigint {
-    const name = this.name as (typeof NOTIFIED)[number];
+    const name = this.name as Notified;
     const ids = idsOf(this.tid);
-    if (ids === null) return BigInt(-constants.errno.ESRCH);
-    const args: (bigint | Buffer)[] = this.args.map((a, i) => {
-      const v = changed.get(i) ?? a;
-      return this.local.get(v) ?? v;
-    });
+    if (ids === null) return BigInt(-os.errno.ESRCH);
+    const args: (bigint | Buffer)[] = [...this.args];
     // The new path is a device path, absolute: the program's dirfd (an fd of the program,
     // not of tetherd) is not needed.
-    const pathIdx = [...changed.keys()].find((i) => this.local.has(changed.get(i)!));
-    const path = pathIdx === undefined ? null : this.local.get(changed.get(pathIdx)!)!;
-    if (pathIdx === undefined || path === null || path[0] !== 0x2f)
-      return BigInt(-constants.errno.EIO);
-    if (pathIdx === 1) args[0] = BigInt(AT.FDCWD);
-    args[pathIdx] = Buffer.from(
-      `${ofProgram(path.toString('utf8', 0, path.length - 1), this.proc.pid, this.tid)}\0`,
-    );
+    const to = this.devicePath(changed);
+    if (to === null || !(name in OUT)) return BigInt(-os.errno.EIO);
+    if (to.idx === 1) args[0] = BigInt(AT.FDCWD);
+    args[to.idx] = Buffer.from(`${to.path}\0`);
     let nr = this.nr;
     // access(2) checks the real ids: faccessat2 with AT_EACCESS under them does the same here.
     let who = [ids.fsuid, ids.fsgid, ...ids.groups];
@@ -140,17 +221,19 @@ export class NotifiedStop extends SyscallStop {
       if (!(flags & AT.EACCESS)) who = [ids.uid, ids.gid, ...ids.groups];
     } else if (name === 'getxattr' || name === 'lgetxattr') {
       const attr = this.readString(this.args[1]!, 256);
-      if (attr === null) return BigInt(-constants.errno.EFAULT);
+      if (attr === null) return BigInt(-os.errno.EFAULT);
       args[1] = Buffer.concat([attr, Buffer.of(0)]);
     }
-    const out = OUT[name];
+    const out = OUT[name] ?? null;
     let buf: Buffer | null = null;
     if (out !== null) {
       const n =
         'struct' in out
           ? out.struct === 'statx'
             ? STATX.size
-            : STRUCTS[this.abi.name][name.endsWith('64') ? 'stat64' : 'stat']!.size
+            : out.struct === 'statfs64'
+              ? Number(this.args[1]!)
+              : STRUCTS[this.abi.name][out.struct]!.size
           : Math.min(Number(BigInt.asIntN(32, this.args[out.sizeArg]!)), MAX_OUT);
       // A size of 0 asks only how long the answer would be.
       if (n > 0) args[out.buf] = buf = Buffer.alloc(n);
@@ -160,6 +243,17 @@ export class NotifiedStop extends SyscallStop {
     if (r >= 0n && buf !== null && out !== null)
       this.writeMem(this.args[out.buf]!, 'struct' in out ? buf : buf.subarray(0, Number(r)));
     return r;
+  }
+}
+
+/** Ends an open of FIFO `path` waiting for its other end by opening and closing that end. */
+function unblockFifo(path: string, access: number): void {
+  try {
+    if (!lstatSync(path).isFIFO()) return;
+    const other = access === constants.O_WRONLY ? constants.O_RDONLY : constants.O_WRONLY;
+    closeSync(openSync(path, other | constants.O_NONBLOCK));
+  } catch {
+    // Gone, or nobody waits on the other side any more: nothing to end.
   }
 }
 
@@ -183,8 +277,4 @@ export function ofProgram(path: string, pid: number, tid: number): string {
     'dev/stderr': `/proc/${pid}/fd/2`,
   };
   return stand[m[1]!]! + path.slice(m[0].length);
-}
-
-function result(value: bigint): [bigint, number, boolean] {
-  return value < 0n && value > -4096n ? [0n, Number(value), false] : [value, 0, false];
 }

@@ -4,11 +4,14 @@
 // allowed, and everything else fails with ENOSYS (libc then falls back): the calls that could
 // bypass the view and are not handled, and every number the ABI's table does not know (a
 // newer kernel's call may take a path). A binary search over ranges of numbers decides, so a
-// call costs about log2(ranges) comparisons, not one per listed call.
+// call costs about log2(ranges) comparisons, not one per listed call. A notified call may
+// still trace when a flag is set in one of its arguments (an O_PATH open: the listener cannot
+// hand the program an O_PATH fd).
 
 const BPF_LD_W_ABS = 0x20;
 const BPF_JEQ_K = 0x15;
 const BPF_JGE_K = 0x35;
+const BPF_JSET_K = 0x45;
 const BPF_RET_K = 0x06;
 const BPF_JA = 0x05;
 
@@ -21,19 +24,25 @@ const ENOSYS = 38;
 // Offsets in struct seccomp_data.
 const NR = 0;
 const ARCH = 4;
+/** The low 32 bits of argument i (every ABI tether traces is little-endian). */
+const ARG_LO = (i: number) => 16 + 8 * i;
 
 export interface FilterAbi {
   auditArch: number;
   trace: readonly number[];
   /** Redirected numbers that notify the listener instead of stopping for ptrace. */
   notify?: readonly number[];
+  /** Notified numbers that trace instead when argument `arg` has a bit of `mask` set. */
+  traceIf?: readonly { nr: number; arg: number; mask: number }[];
   /** Numbers that run untouched; any number in none of the lists fails with ENOSYS. */
   allow: readonly number[];
 }
 
 type Insn = [code: number, jt: number, jf: number, k: number];
-type Verdict = 'trace' | 'notify' | 'allow' | 'deny';
-const RET: Record<Verdict, number> = {
+/** `notify:ARG:MASK`: notify unless argument ARG has a bit of MASK set, then trace. */
+type Verdict = 'trace' | 'notify' | 'allow' | 'deny' | `notify:${number}:${number}`;
+type Plain = 'trace' | 'notify' | 'allow' | 'deny';
+const RET: Record<Plain, number> = {
   trace: RET_TRACE,
   notify: RET_USER_NOTIF,
   allow: RET_ALLOW,
@@ -74,6 +83,8 @@ export function ranges(abi: FilterAbi): [number, Verdict][] {
   // A traced call is traced even where a list also allows it.
   for (const nr of abi.trace) verdict.set(nr, 'trace');
   for (const nr of abi.notify ?? []) verdict.set(nr, 'notify');
+  for (const { nr, arg, mask } of abi.traceIf ?? [])
+    if (verdict.get(nr) === 'notify') verdict.set(nr, `notify:${arg}:${mask >>> 0}`);
   const out: [number, Verdict][] = [[0, 'deny']];
   for (const nr of [...verdict.keys()].sort((a, b) => a - b)) {
     const v = verdict.get(nr)!;
@@ -97,7 +108,15 @@ function abiBlock(abi: FilterAbi): Insn[] {
   const b: Insn[] = [[BPF_LD_W_ABS, 0, 0, NR]];
   const emit = (rs: [number, Verdict][]): void => {
     if (rs.length === 1) {
-      b.push([BPF_RET_K, 0, 0, RET[rs[0]![1]]]);
+      const v = rs[0]![1];
+      const cond = /^notify:(\d+):(\d+)$/.exec(v);
+      if (cond) {
+        // The number is no longer needed: load the argument and test the flag.
+        b.push([BPF_LD_W_ABS, 0, 0, ARG_LO(Number(cond[1]))]);
+        b.push([BPF_JSET_K, 0, 1, Number(cond[2])]);
+        b.push([BPF_RET_K, 0, 0, RET_TRACE]);
+        b.push([BPF_RET_K, 0, 0, RET_USER_NOTIF]);
+      } else b.push([BPF_RET_K, 0, 0, RET[v as Plain]]);
       return;
     }
     const mid = rs.length >> 1;

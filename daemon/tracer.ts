@@ -348,16 +348,13 @@ export class Tracer {
     }
     const name = abi.syscallName(nr) ?? `#${nr}`;
     const stop = new NotifiedStop(task, abi, nr, name, args, id);
-    const respond = (a: Action) => {
-      if (this.notifier !== n) return;
-      let response: [bigint, number, boolean];
-      try {
-        response = stop.response(a);
-      } catch (e) {
-        response = stop.response(this.handlerFailed(stop, e));
-      }
-      native.notifySend(n, id, ...response);
-    };
+    const respond = (a: Action) =>
+      Promise.resolve()
+        .then(() => this.notifier === n && stop.respond(n, a))
+        .catch((e) => this.notifier === n && stop.respond(n, this.handlerFailed(stop, e)))
+        .catch((e) =>
+          this.log.error({ tid: pid, err: (e as Error).message }, 'cannot answer a notification'),
+        );
     let action: Action | Promise<Action>;
     try {
       action = this.hooks.onSyscall(stop);

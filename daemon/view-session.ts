@@ -4,6 +4,7 @@
 import { chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCH_ABIS, type ArchAbi, abiForNodeArch } from '../arch/abi.ts';
+import { OPEN_FLAGS } from '../arch/fcntl.ts';
 import { SYSCALLS } from '../arch/syscalls.ts';
 import type { Stream } from '../transport/stream.ts';
 import type { ViewSpec } from '../transport/view.ts';
@@ -81,10 +82,17 @@ export function filterAbis(abis: readonly ArchAbi[], tracer: Tracing = 'ptrace')
     const numbers = (keep: (n: string) => boolean) =>
       names.filter(keep).map((n) => abi.syscallNumber(n)!);
     const notified = new Set<string>(tracer === 'unotify' && abi === own ? NOTIFIED : []);
+    // The listener cannot install an O_PATH fd (SECCOMP_IOCTL_NOTIF_ADDFD takes none).
+    const O_PATH = OPEN_FLAGS[abi.name].O_PATH;
+    const traceIf = [
+      { nr: abi.syscallNumber('open'), arg: 1, mask: O_PATH },
+      { nr: abi.syscallNumber('openat'), arg: 2, mask: O_PATH },
+    ].filter((c): c is { nr: number; arg: number; mask: number } => c.nr !== undefined);
     return {
       auditArch: abi.auditArch,
       trace: numbers((n) => traced.has(n) && !notified.has(n)),
       notify: numbers((n) => traced.has(n) && notified.has(n)),
+      traceIf,
       allow: numbers((n) => !traced.has(n) && !refused.has(n)),
     };
   });

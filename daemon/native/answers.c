@@ -14,6 +14,7 @@
 
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/ptrace.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -494,11 +495,23 @@ int answers_notified(void *table, int listener, const struct seccomp_notif *req)
   int done = 0;
   pthread_mutex_lock(&t->lock);
   struct entry *e = lookup(t, (pid_t)req->pid, req->data.arch, req->data.nr, a, &sp);
-  /* Opens are not notified: their misses need a path rewrite, which only ptrace can do. */
-  if (e && sp->cls != CLASS_OPEN) {
-    __u64 id = req->id;
-    /* The path read was the task's own only if the notification is still pending. */
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0) {
+  __u64 id = req->id;
+  /* The path read was the task's own only if the notification is still pending. */
+  if (e && ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0) {
+    if (sp->cls == CLASS_OPEN) {
+      /* The device copy named by the answer, opened here and installed in the program as
+       * the call's result (Linux 5.14); a failure leaves the call to JavaScript. */
+      int flags = (int)a[sp->flags];
+      int fd = e->data_len ? open((const char *)e->data, flags | O_CLOEXEC) : -1;
+      if (fd >= 0) {
+        struct seccomp_notif_addfd add = {.id = id,
+                                          .flags = SECCOMP_ADDFD_FLAG_SEND,
+                                          .srcfd = (__u32)fd,
+                                          .newfd_flags = (__u32)(flags & O_CLOEXEC)};
+        done = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add) >= 0 || errno == ENOENT;
+        close(fd);
+      }
+    } else {
       int64_t ret;
       if (give((pid_t)req->pid, sp, a, e, &ret)) {
         struct seccomp_notif_resp resp = {.id = id};

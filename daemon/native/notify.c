@@ -11,6 +11,7 @@
 #include "napi-util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -194,6 +196,50 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   return res;
 }
 
+/* notifyAddFd(notifier, id, fd, cloexec): installs a copy of our `fd` in the notifying
+ * program at its lowest free number and answers `id` with that number (ADDFD_FLAG_SEND,
+ * Linux 5.14): the number, or a negative errno (-ENOENT: no longer pending; another, such
+ * as -EMFILE: still pending, to be answered with it). */
+static napi_value js_add_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct notifier *n;
+  uint64_t id;
+  int64_t fd;
+  bool lossless, cloexec;
+  if (argc < 4 || !(n = get_notifier(env, argv[0]))) return NULL;
+  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok)
+    return type_error(env, "id", "a bigint"), NULL;
+  if (!get_int(env, argv[2], "fd", 0, INT32_MAX, &fd)) return NULL;
+  if (napi_get_value_bool(env, argv[3], &cloexec) != napi_ok)
+    return type_error(env, "cloexec", "a boolean"), NULL;
+  struct seccomp_notif_addfd add = {.id = id,
+                                    .flags = SECCOMP_ADDFD_FLAG_SEND,
+                                    .srcfd = (__u32)fd,
+                                    .newfd_flags = cloexec ? O_CLOEXEC : 0};
+  long r = ioctl(n->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+  napi_value res;
+  napi_create_int64(env, r < 0 ? -errno : r, &res);
+  return res;
+}
+
+/* notifyIdValid(notifier, id): whether notification `id` is still pending. */
+static napi_value js_id_valid(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct notifier *n;
+  uint64_t id;
+  bool lossless;
+  if (argc < 2 || !(n = get_notifier(env, argv[0]))) return NULL;
+  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok)
+    return type_error(env, "id", "a bigint"), NULL;
+  napi_value res;
+  napi_get_boolean(env, ioctl(n->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0, &res);
+  return res;
+}
+
 /* notifyStop(notifier): stops receiving and closes the listener (the run is over). */
 static napi_value js_stop(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -242,6 +288,164 @@ static napi_value js_probe(napi_env env, napi_callback_info info) {
 #endif
 #define MAX_GROUPS 256
 
+/* Sets this thread's file system identity to ids = [uid, gid, ...groups] (nids 0: none),
+ * saving the old one in *saved; 0 or an errno. */
+struct ids_saved {
+  gid_t groups[MAX_GROUPS];
+  long ngroups, uid, gid;
+};
+static int become(const long *ids, uint32_t nids, struct ids_saved *saved) {
+  if (!nids) return 0;
+  saved->ngroups = syscall(SYS_GETGROUPS, MAX_GROUPS, saved->groups);
+  if (saved->ngroups < 0) return errno;
+  gid_t groups[MAX_GROUPS];
+  for (uint32_t i = 2; i < nids; i++) groups[i - 2] = (gid_t)ids[i];
+  if (syscall(SYS_SETGROUPS, (long)(nids - 2), groups) < 0) return errno;
+  saved->gid = syscall(SYS_SETFSGID, ids[1]);
+  saved->uid = syscall(SYS_SETFSUID, ids[0]);
+  return 0;
+}
+static void restore(uint32_t nids, const struct ids_saved *saved) {
+  if (!nids) return;
+  syscall(SYS_SETFSUID, saved->uid);
+  syscall(SYS_SETFSGID, saved->gid);
+  syscall(SYS_SETGROUPS, saved->ngroups, saved->groups);
+}
+
+/* The ids argument of syscallAs/openAs: [] or [uid, gid, ...groups]. */
+static bool get_ids(napi_env env, napi_value v, long *ids, uint32_t *nids) {
+  if (napi_get_array_length(env, v, nids) != napi_ok || (*nids != 0 && *nids < 2) ||
+      *nids > MAX_GROUPS + 2)
+    return type_error(env, "ids", "[] or [uid, gid, ...groups]");
+  for (uint32_t i = 0; i < *nids; i++) {
+    napi_value x;
+    int64_t id;
+    napi_get_element(env, v, i, &x);
+    if (!get_int(env, x, "id", 0, UINT32_MAX - 1, &id)) return false;
+    ids[i] = (long)id;
+  }
+  return true;
+}
+
+struct open_work {
+  napi_threadsafe_function tsfn;
+  napi_deferred deferred;
+  long ids[MAX_GROUPS + 2];
+  uint32_t nids;
+  char *path;
+  int flags, mode;
+  int result; /* fd or -errno */
+};
+
+/* On a thread of its own: an open may block for as long as the program's would (a FIFO
+ * waits for its other end), so none of Node's pool threads is held by it. A file it creates
+ * gets `mode` exactly (the program's umask applied by the caller, not the daemon's). */
+static void *open_thread(void *data) {
+  struct open_work *w = data;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, NULL);
+  struct ids_saved saved;
+  int err = become(w->ids, w->nids, &saved);
+  int fd = -1;
+  bool created = false;
+  if (err) {
+    errno = err;
+  } else if (!(w->flags & O_CREAT)) {
+    fd = open(w->path, w->flags | O_CLOEXEC);
+  } else {
+    for (int tries = 0; fd < 0 && tries < 3; tries++) {
+      fd = (w->flags & O_EXCL) ? -1 : open(w->path, (w->flags & ~O_CREAT) | O_CLOEXEC);
+      if (fd >= 0 || (!(w->flags & O_EXCL) && errno != ENOENT)) break;
+      fd = open(w->path, w->flags | O_EXCL | O_CLOEXEC, w->mode);
+      created = fd >= 0;
+      if (fd < 0 && (errno != EEXIST || (w->flags & O_EXCL))) break;
+    }
+  }
+  w->result = fd < 0 ? -errno : fd;
+  if (created) fchmod(fd, (mode_t)w->mode);
+  if (!err) restore(w->nids, &saved);
+  napi_threadsafe_function tsfn = w->tsfn;
+  napi_call_threadsafe_function(tsfn, w, napi_tsfn_blocking);
+  napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  return NULL;
+}
+
+static void open_done(napi_env env, napi_value cb, void *ctx, void *data) {
+  (void)cb;
+  (void)ctx;
+  struct open_work *w = data;
+  if (env) {
+    napi_value res;
+    napi_create_int32(env, w->result, &res);
+    napi_resolve_deferred(env, w->deferred, res);
+  } else if (w->result >= 0) {
+    close(w->result);
+  }
+  free(w->path);
+  free(w);
+}
+
+/* openAs(ids, path, flags, mode): a promise of an fd of ours (close-on-exec) for `path`,
+ * opened on a thread of its own under the file system identity ids, or of a negative errno. */
+static napi_value js_open_as(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) return type_error(env, "arguments", "(ids, path, flags, mode)"), NULL;
+  struct open_work *w = calloc(1, sizeof *w);
+  if (!w) return throw_errno(env, "calloc", ENOMEM);
+  int64_t flags, mode;
+  if (!get_ids(env, argv[0], w->ids, &w->nids) || !(w->path = get_string(env, argv[1], "path")) ||
+      !get_int(env, argv[2], "flags", INT32_MIN, INT32_MAX, &flags) ||
+      !get_int(env, argv[3], "mode", 0, 07777, &mode)) {
+    free(w->path);
+    free(w);
+    return NULL;
+  }
+  w->flags = (int)flags;
+  w->mode = (int)mode;
+  napi_value promise, name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "tether-open-as", NAPI_AUTO_LENGTH, &name);
+  pthread_t th;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int err = napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL,
+                                            open_done, &w->tsfn) == napi_ok
+                ? pthread_create(&th, &attr, open_thread, w)
+                : EAGAIN;
+  pthread_attr_destroy(&attr);
+  if (err) {
+    if (w->tsfn) napi_release_threadsafe_function(w->tsfn, napi_tsfn_release);
+    napi_value res;
+    napi_create_int32(env, -err, &res);
+    napi_resolve_deferred(env, w->deferred, res);
+    free(w->path);
+    free(w);
+  }
+  return promise;
+}
+
+/* pidfdSeek(pid, fd, offset): lseek(SEEK_SET) on the open file description behind the fd
+ * of process `pid` (pidfd_getfd shares it): 0 or a negative errno. */
+static napi_value js_pidfd_seek(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"pid", "fd", "offset"};
+  static const int64_t min[] = {1, 0, 0}, max[] = {INT32_MAX, INT32_MAX, INT64_MAX};
+  int64_t a[3];
+  if (!arg_ints(env, info, 3, a, names, min, max)) return NULL;
+  int err = 0;
+  int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)a[0], 0);
+  int fd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)a[1], 0);
+  if (fd < 0 || lseek(fd, (off_t)a[2], SEEK_SET) < 0) err = errno;
+  if (fd >= 0) close(fd);
+  if (pidfd >= 0) close(pidfd);
+  napi_value res;
+  napi_create_int32(env, -err, &res);
+  return res;
+}
+
 /* syscallAs(ids, nr, args): the raw result (a negative errno for a failure) of syscall `nr` run
  * on this thread under the file system identity ids = [uid, gid, ...groups] ([] keeps the
  * daemon's), restored after; a Buffer argument is passed as a pointer to its bytes, a bigint
@@ -253,19 +457,12 @@ static napi_value js_syscall_as(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   uint32_t nids = 0, nargs = 0;
   int64_t nr;
-  if (argc < 3 || napi_get_array_length(env, argv[0], &nids) != napi_ok ||
-      !get_int(env, argv[1], "nr", 0, 4095, &nr) ||
-      napi_get_array_length(env, argv[2], &nargs) != napi_ok || nargs > 6 ||
-      (nids != 0 && nids < 2) || nids > MAX_GROUPS + 2)
-    return type_error(env, "arguments", "([uid, gid, ...groups], nr, args[<=6])"), NULL;
   long ids[MAX_GROUPS + 2];
-  for (uint32_t i = 0; i < nids; i++) {
-    napi_value v;
-    int64_t x;
-    napi_get_element(env, argv[0], i, &v);
-    if (!get_int(env, v, "id", 0, UINT32_MAX - 1, &x)) return NULL;
-    ids[i] = (long)x;
-  }
+  if (argc < 3) return type_error(env, "arguments", "(ids, nr, args)"), NULL;
+  if (!get_ids(env, argv[0], ids, &nids) || !get_int(env, argv[1], "nr", 0, 4095, &nr))
+    return NULL;
+  if (napi_get_array_length(env, argv[2], &nargs) != napi_ok || nargs > 6)
+    return type_error(env, "args", "at most 6 bigints or Buffers"), NULL;
   long a[6] = {0};
   for (uint32_t i = 0; i < nargs; i++) {
     napi_value v;
@@ -284,25 +481,12 @@ static napi_value js_syscall_as(napi_env env, napi_callback_info info) {
       a[i] = (long)(uintptr_t)p;
     }
   }
-  gid_t saved[MAX_GROUPS];
-  long nsaved = 0, old_uid = 0, old_gid = 0;
-  if (nids) {
-    nsaved = syscall(SYS_GETGROUPS, MAX_GROUPS, saved);
-    if (nsaved < 0) return throw_errno(env, "getgroups", errno);
-    gid_t groups[MAX_GROUPS];
-    for (uint32_t i = 2; i < nids; i++) groups[i - 2] = (gid_t)ids[i];
-    if (syscall(SYS_SETGROUPS, (long)(nids - 2), groups) < 0)
-      return throw_errno(env, "setgroups", errno);
-    old_gid = syscall(SYS_SETFSGID, ids[1]);
-    old_uid = syscall(SYS_SETFSUID, ids[0]);
-  }
+  struct ids_saved saved;
+  int err = become(ids, nids, &saved);
+  if (err) return throw_errno(env, "setgroups", err);
   long r = syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-  int err = errno;
-  if (nids) {
-    syscall(SYS_SETFSUID, old_uid);
-    syscall(SYS_SETFSGID, old_gid);
-    syscall(SYS_SETGROUPS, nsaved, saved);
-  }
+  err = errno;
+  restore(nids, &saved);
   napi_value res;
   napi_create_bigint_int64(env, r < 0 ? -(int64_t)err : (int64_t)r, &res);
   return res;
@@ -322,6 +506,10 @@ napi_value notify_init(napi_env env, napi_value exports) {
       {"notifyStop", NULL, js_stop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"notifyProbe", NULL, js_probe, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syscallAs", NULL, js_syscall_as, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"notifyAddFd", NULL, js_add_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"notifyIdValid", NULL, js_id_valid, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openAs", NULL, js_open_as, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pidfdSeek", NULL, js_pidfd_seek, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   return exports;

@@ -177,11 +177,24 @@ static bool parse_trace(napi_env env, napi_value v, struct spawn_req *r) {
   return true;
 }
 
-/* Installs the filter: the listener fd with user notification, else 0; -1 on failure. */
+#ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
+#endif
+
+/* Installs the filter: the listener fd with user notification, else 0; -1 on failure. A
+ * notified call that tetherd has received waits for its answer through any signal but a
+ * fatal one (Linux 5.19), as a ptrace stop does: its decision may have changed files on the
+ * host already, and a restarted call would not find them as it left them. */
 static int install_filter(const struct spawn_req *r) {
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return -1;
-  long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                    r->listener ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0, &r->filter);
+  long fd = -1;
+  if (r->listener)
+    fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                 SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+                 &r->filter);
+  if (fd < 0 && (!r->listener || errno == EINVAL))
+    fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                 r->listener ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0, &r->filter);
   return fd < 0 ? -1 : (int)fd;
 }
 

@@ -161,3 +161,31 @@ t.test('a tracer tetherd cannot use is a one-line error', async (t) => {
   t.equal(noSeccomp.status, 1);
   t.equal(noSeccomp.stderr, 'tetherd: --tracer unotify needs seccomp filters\n');
 });
+
+t.test(
+  'a host FIFO joins programs of a run; an open waiting on it ends with its program',
+  async (t) => {
+    const d = await startDaemon();
+    t.teardown(() => d.stop());
+    const dir = mkdtempSync(join(work, 'fifo-'));
+    spawnSync('mkfifo', [join(dir, 'f')]);
+    const run = (script: string) => tether(d, ['run', '-C', dir, 'sh', '-c', script]);
+    const r = await run('cat f & sleep 0.3; echo through > f; wait');
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout, 'through\n');
+    const { info } = JSON.parse((await tether(d, ['status', '--json'])).stdout);
+    const threads = () => readdirSync(`/proc/${info.pid}/task`).length;
+    const before = threads();
+    // Nobody writes: cat waits in its open until timeout kills it.
+    const killed = await run('timeout -s KILL 1 cat f; echo $?');
+    t.equal(killed.stdout, '137\n', killed.stderr);
+    let after = threads();
+    for (let i = 0; i < 40 && after > before; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      after = threads();
+    }
+    t.ok(after <= before, `no thread of tetherd still waits on the FIFO (${before} -> ${after})`);
+    const again = await run('cat f & sleep 0.3; echo again > f; wait');
+    t.equal(again.stdout, 'again\n', again.stderr);
+  },
+);

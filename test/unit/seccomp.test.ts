@@ -3,6 +3,7 @@
 // and every number the table does not know fails with ENOSYS (default deny).
 import t from 'tap';
 import { ARCH_ABIS, abiForNodeArch } from '../../arch/abi.ts';
+import { OPEN_FLAGS } from '../../arch/fcntl.ts';
 import { SYSCALLS } from '../../arch/syscalls.ts';
 import { NOTIFIED } from '../../daemon/notify-stop.ts';
 import { ENOSYS_CALLS } from '../../daemon/redirect/index.ts';
@@ -15,9 +16,10 @@ const RET_TRACE = 0x7ff00000;
 const RET_USER_NOTIF = 0x7fc00000;
 const RET_ENOSYS = 0x00050000 | 38;
 
-/** Runs a cBPF program of the filter's instruction set on seccomp_data {nr, arch}. */
-function run(prog: Buffer, nr: number, arch: number): number {
-  const data = [nr >>> 0, arch >>> 0];
+/** Runs a cBPF program of the filter's instruction set on seccomp_data {nr, arch, args}. */
+function run(prog: Buffer, nr: number, arch: number, args: number[] = []): number {
+  // Words: nr, arch, ip (2), then each argument's low and high word.
+  const data = [nr >>> 0, arch >>> 0, 0, 0, ...args.flatMap((a) => [a >>> 0, 0])];
   let a = 0;
   for (let pc = 0, steps = 0; steps < 10_000; steps++) {
     const code = prog.readUInt16LE(pc * 8);
@@ -29,6 +31,7 @@ function run(prog: Buffer, nr: number, arch: number): number {
     else if (code === 0x05) pc += k;
     else if (code === 0x15) pc += a === k ? jt : jf;
     else if (code === 0x35) pc += a >= k ? jt : jf;
+    else if (code === 0x45) pc += a & k ? jt : jf;
     else throw new Error(`unexpected instruction ${code.toString(16)} at ${pc}`);
     pc++;
   }
@@ -75,10 +78,13 @@ t.test("under unotify the own ABI's answered calls notify; the rest still trace"
   const p = filterFor([own, other], 'unotify');
   const verdict = (abi: typeof own, name: string) =>
     run(p, abi.syscallNumber(name)!, abi.auditArch);
-  const mine = NOTIFIED.filter((n) => own.syscallNumber(n) !== undefined);
-  t.ok(mine.includes('statx') && mine.includes('readlinkat'), `${mine.length} calls notify`);
+  const mine: string[] = NOTIFIED.filter((n) => own.syscallNumber(n) !== undefined);
+  t.ok(
+    ['statx', 'readlinkat', 'openat', 'getdents64'].every((n) => mine.includes(n)),
+    `${mine.length} calls notify`,
+  );
   for (const n of mine) t.equal(verdict(own, n), RET_USER_NOTIF, `${own.name}: ${n} notifies`);
-  for (const n of ['openat', 'execve', 'chdir', 'mkdirat'])
+  for (const n of ['execve', 'chdir', 'mkdirat', 'unlinkat', 'renameat2'])
     t.equal(verdict(own, n), RET_TRACE, `${own.name}: ${n} still a ptrace stop`);
   // The answer table and the notifications speak the tracer's own ABI only.
   for (const n of ['statx', 'stat64', 'readlink'].filter(
@@ -86,6 +92,19 @@ t.test("under unotify the own ABI's answered calls notify; the rest still trace"
   ))
     t.equal(verdict(other, n), RET_TRACE, `${other.name}: ${n} a ptrace stop`);
   t.equal(verdict(own, 'getpid'), RET_ALLOW, 'getpid runs');
+  // An O_PATH open stays a ptrace stop: no fd the listener could install stands for it.
+  const O_PATH = OPEN_FLAGS[own.name].O_PATH;
+  const openat = (flags: number) =>
+    run(p, own.syscallNumber('openat')!, own.auditArch, [-100, 0, flags, 0]);
+  t.equal(openat(0), RET_USER_NOTIF, 'openat O_RDONLY notifies');
+  t.equal(openat(O_PATH | 0o400000), RET_TRACE, 'openat O_PATH|O_CLOEXEC traces');
+  t.equal(openat(0o100 | 0o1), RET_USER_NOTIF, 'openat O_CREAT|O_WRONLY notifies');
+  if (own.syscallNumber('open') !== undefined)
+    t.equal(
+      run(p, own.syscallNumber('open')!, own.auditArch, [0, O_PATH]),
+      RET_TRACE,
+      'open O_PATH traces',
+    );
 });
 
 t.test('every handler and every refused name is a syscall of some ABI', async (t) => {
