@@ -12,6 +12,7 @@ import type { ViewStat } from '../transport/view.ts';
 import * as native from './native.ts';
 import type { Action, SyscallStop } from './syscall-stop.ts';
 
+/** Answer classes; daemon/native/answers.c names readlink (5) and open (8) as CLASS_*. */
 const CLASS = {
   stat: 1,
   stat64: 2,

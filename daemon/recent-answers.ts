@@ -3,7 +3,7 @@
 // allows). A change the run makes itself forgets exactly the paths it touched, so a loop
 // that reads three files and writes a fourth keeps its answers about the three.
 import { dirname } from 'node:path';
-import type { ViewNode } from '../transport/view.ts';
+import type { ViewNode, ViewStat } from '../transport/view.ts';
 
 export const RECENT_MS = 1000;
 /** Paths remembered at most; beyond it everything is dropped (a walk of a huge tree). */
@@ -14,6 +14,20 @@ const S_IFDIR = 0o040000;
 /** A lookup's node ('f' following the last link, 'n' not), or an access answer (0 or errno). */
 type Answer = ViewNode | 0 | string;
 
+/** The same content: dev, ino, size, mtime and ctime agree. */
+export function sameVersion(x: ViewStat, y: ViewStat): boolean {
+  return (
+    x.dev === y.dev &&
+    x.ino === y.ino &&
+    x.size === y.size &&
+    x.mtime[0] === y.mtime[0] &&
+    x.mtime[1] === y.mtime[1] &&
+    x.ctime[0] === y.ctime[0] &&
+    x.ctime[1] === y.ctime[1]
+  );
+}
+
+/** The same answer: the same node with the same content and the same attributes. */
 function sameAnswer(a: Answer, b: Answer): boolean {
   if (typeof a !== 'object' || typeof b !== 'object') return a === b;
   if (a.where !== 'host' || b.where !== 'host') return a.where === b.where && a.path === b.path;
@@ -21,17 +35,11 @@ function sameAnswer(a: Answer, b: Answer): boolean {
   const y = b.st;
   return (
     a.path === b.path &&
-    x.ino === y.ino &&
-    x.dev === y.dev &&
+    sameVersion(x, y) &&
     x.mode === y.mode &&
-    x.size === y.size &&
     x.nlink === y.nlink &&
     x.uid === y.uid &&
-    x.gid === y.gid &&
-    x.mtime[0] === y.mtime[0] &&
-    x.mtime[1] === y.mtime[1] &&
-    x.ctime[0] === y.ctime[0] &&
-    x.ctime[1] === y.ctime[1]
+    x.gid === y.gid
   );
 }
 

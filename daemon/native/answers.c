@@ -30,6 +30,7 @@
 #define MAX_PATH 4096
 #define AT_SYMLINK_NOFOLLOW_ 0x100
 #define AT_FDCWD_ (-100)
+/* The two answer classes handled apart, numbered as CLASS in daemon/fast-answers.ts. */
 #define CLASS_READLINK 5
 #define CLASS_OPEN 8
 #define SPEC_BYTES 11

@@ -24,7 +24,7 @@ import { FastAnswers, relativeKey } from '../fast-answers.ts';
 import type { Logger } from '../log.ts';
 import * as native from '../native.ts';
 import { cwdTarget, fdPos, fdTarget } from '../procfs.ts';
-import { RECENT_MS, RecentAnswers } from '../recent-answers.ts';
+import { RECENT_MS, RecentAnswers, sameVersion } from '../recent-answers.ts';
 import { type Action, fail, type Proc, pass, ret, type SyscallStop } from '../syscall-stop.ts';
 import { type ViewClient, ViewError, type ViewRequestBody } from '../view-client.ts';
 import type { ViewMemory } from '../view-memory.ts';
@@ -850,19 +850,6 @@ export class Redirector {
   listingDone(pid: number, fd: number): void {
     this.listings.delete(`${pid}:${fd}`);
   }
-}
-
-/** Whether two host attributes describe the same version of the same file. */
-function sameVersion(a: ViewStat, b: ViewStat): boolean {
-  return (
-    a.dev === b.dev &&
-    a.ino === b.ino &&
-    a.size === b.size &&
-    a.mtime[0] === b.mtime[0] &&
-    a.mtime[1] === b.mtime[1] &&
-    a.ctime[0] === b.ctime[0] &&
-    a.ctime[1] === b.ctime[1]
-  );
 }
 
 /** What the device has at `path`, not following a final symlink; null when nothing (or no way). */

@@ -343,6 +343,34 @@ int main(void) { printf("glibc %s\\n", gnu_get_libc_version()); return 0; }
     },
   );
 
+t.test(
+  'the arm64 executable under --tracer unotify: the path semantics hold there too',
+  async (t) => {
+    // Debian 12's 6.1 has user notification without synchronous wake-up: ptrace is the default
+    // there, unotify is asked for (a board with 6.6 or later gets it by default).
+    const dev = await startArmDevice('arm64', ARM64, ['--tracer', 'unotify']);
+    t.teardown(() => dev.stop());
+    const { info } = JSON.parse((await tether(dev, ['status', '--json'])).stdout);
+    t.equal(info.tracer, 'unotify');
+    const work = mkdtempSync(join(tmpdir(), 'tether-arm64-unotify-'));
+    t.teardown(() => rmSync(work, { recursive: true, force: true }));
+    const sysroot = armSysroot('arm64');
+    const run = (args: string[]) =>
+      tether(dev, ['run', '--root', sysroot, '--bind', work, '-C', work, ...args]);
+    const cc = (gcc: string, name: string, src: string, flags: string[]) => {
+      writeFileSync(join(work, `${name}.c`), src);
+      execFileSync(gcc, ['-O1', ...flags, '-o', join(work, name), join(work, `${name}.c`)]);
+    };
+    writeFileSync(join(work, 'input.txt'), 'from the host\n');
+    cc('aarch64-linux-gnu-gcc', 'dynamic', inputProgram('dynamic arm64'), []);
+    const r = await run(['./dynamic']);
+    t.equal(r.stdout, 'dynamic arm64 read from the host\n', r.stderr);
+    await t.test('path semantics as native (test/lib/path-diff.ts)', (t) =>
+      pathSemantics(t, { run, cc, work }),
+    );
+  },
+);
+
 t.test('the systemd unit example is valid and passes only options tetherd has', async (t) => {
   const unit = readFileSync(join(ROOT, 'docs/tetherd.service'), 'utf8');
   const exec = /^ExecStart=(\S+) (.*)$/m.exec(unit);
