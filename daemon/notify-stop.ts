@@ -176,13 +176,21 @@ export class NotifiedStop extends SyscallStop {
     const mode =
       Number(this.args[this.name === 'creat' ? 1 : at + 2]! & 0o7777n) & ~umaskOf(this.tid);
     const who = process.getuid?.() === 0 ? [ids.fsuid, ids.fsgid, ...ids.groups] : [];
+    // An open of a FIFO waits for its other end, and must not outlive the call: once the
+    // program is gone, the other end is opened and closed to end the wait. Through a handle
+    // held from the start: the run's scratch (and the FIFO's name) may be gone by then.
+    const fifo = holdFifo(to.path, F.O_PATH);
     const opening = native.openAs(who, to.path, flags & ~F.O_CLOEXEC, mode);
-    // An open that waits (a FIFO's for its other end) must not outlive the call: once the
-    // program is gone or interrupted, the other end is opened and closed to end the wait.
-    const watch = setInterval(() => {
-      if (!native.notifyIdValid(n, this.id)) unblockFifo(to.path, flags & F.O_ACCMODE);
-    }, 100);
-    const fd = await opening.finally(() => clearInterval(watch));
+    const watch =
+      fifo === null
+        ? null
+        : setInterval(() => {
+            if (!native.notifyIdValid(n, this.id)) unblockFifo(fifo, flags & F.O_ACCMODE);
+          }, 100);
+    const fd = await opening.finally(() => {
+      if (watch !== null) clearInterval(watch);
+      if (fifo !== null) closeSync(fifo);
+    });
     if (fd < 0) return BigInt(fd);
     try {
       const r = native.notifyAddFd(n, this.id, fd, (flags & F.O_CLOEXEC) !== 0);
@@ -246,14 +254,22 @@ export class NotifiedStop extends SyscallStop {
   }
 }
 
-/** Ends an open of FIFO `path` waiting for its other end by opening and closing that end. */
-function unblockFifo(path: string, access: number): void {
+/** An O_PATH handle on `path` when it is a FIFO, else null. */
+function holdFifo(path: string, O_PATH: number): number | null {
   try {
-    if (!lstatSync(path).isFIFO()) return;
-    const other = access === constants.O_WRONLY ? constants.O_RDONLY : constants.O_WRONLY;
-    closeSync(openSync(path, other | constants.O_NONBLOCK));
+    return lstatSync(path).isFIFO() ? openSync(path, O_PATH | constants.O_NOFOLLOW) : null;
   } catch {
-    // Gone, or nobody waits on the other side any more: nothing to end.
+    return null;
+  }
+}
+
+/** Ends an open waiting on the FIFO held as `handle` by opening and closing its other end. */
+function unblockFifo(handle: number, access: number): void {
+  const other = access === constants.O_WRONLY ? constants.O_RDONLY : constants.O_WRONLY;
+  try {
+    closeSync(openSync(`/proc/self/fd/${handle}`, other | constants.O_NONBLOCK));
+  } catch {
+    // Nobody waits on the other side any more: nothing to end.
   }
 }
 

@@ -48,6 +48,7 @@ struct notifier {
 
 static void *receive(void *arg) {
   struct notifier *n = arg;
+  pthread_setname_np(pthread_self(), "tether-notify");
   /* Only the stop signal interrupts this thread: a signal for the process (SIGCHLD, read from
    * a signalfd by sigchld.c) must never be delivered here instead. */
   sigset_t all;
@@ -342,6 +343,8 @@ struct open_work {
  * gets `mode` exactly (the program's umask applied by the caller, not the daemon's). */
 static void *open_thread(void *data) {
   struct open_work *w = data;
+  /* Named: ps -T (and a test) can tell an open that still waits. */
+  pthread_setname_np(pthread_self(), "tether-open");
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, NULL);

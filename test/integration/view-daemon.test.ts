@@ -174,17 +174,24 @@ t.test(
     t.equal(r.code, 0, r.stderr);
     t.equal(r.stdout, 'through\n');
     const { info } = JSON.parse((await tether(d, ['status', '--json'])).stdout);
-    const threads = () => readdirSync(`/proc/${info.pid}/task`).length;
-    const before = threads();
+    // tetherd's threads that open for a program (daemon/native/notify.c names them).
+    const opening = () =>
+      readdirSync(`/proc/${info.pid}/task`).filter((task) => {
+        try {
+          return readFileSync(`/proc/${info.pid}/task/${task}/comm`, 'utf8') === 'tether-open\n';
+        } catch {
+          return false;
+        }
+      }).length;
     // Nobody writes: cat waits in its open until timeout kills it.
     const killed = await run('timeout -s KILL 1 cat f; echo $?');
     t.equal(killed.stdout, '137\n', killed.stderr);
-    let after = threads();
-    for (let i = 0; i < 40 && after > before; i++) {
+    let left = opening();
+    for (let i = 0; i < 40 && left > 0; i++) {
       await new Promise((r) => setTimeout(r, 50));
-      after = threads();
+      left = opening();
     }
-    t.ok(after <= before, `no thread of tetherd still waits on the FIFO (${before} -> ${after})`);
+    t.equal(left, 0, 'no thread of tetherd still waits on the FIFO');
     const again = await run('cat f & sleep 0.3; echo again > f; wait');
     t.equal(again.stdout, 'again\n', again.stderr);
   },
