@@ -90,10 +90,11 @@ t.test('a run as an unprivileged user reads, writes and runs host files', async 
     'sh',
     '-c',
     'id -un; cat readable; echo mine > written; cat written; test -r roots || echo not-readable; ' +
+      'cat roots >/dev/null 2>&1 || echo not-opened; ' +
       'test -e roots && echo there; cd / && pwd',
   ]);
   t.equal(r.code, 0, r.stderr);
-  t.equal(r.stdout, 'nobody\nfor everyone\nmine\nnot-readable\nthere\n/\n');
+  t.equal(r.stdout, 'nobody\nfor everyone\nmine\nnot-readable\nnot-opened\nthere\n/\n');
   t.equal(readFileSync(join(work, 'written'), 'utf8'), 'mine\n');
 });
 
