@@ -4,6 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  chmodSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -79,8 +80,13 @@ t.test('a run as an unprivileged user reads, writes and runs host files', async 
   const d = await startDaemon({ extraArgs: ['--user', 'nobody'] });
   t.teardown(() => d.stop());
   writeFileSync(join(work, 'readable'), 'for everyone\n');
-  // Root's alone on the device, named through a host symlink: checked as the run's user.
-  symlinkSync('/proc/1/environ', join(work, 'roots'));
+  // Root's alone on the device (in its own /tmp, a device directory), named through a host
+  // symlink: tetherd, root, checks and opens it as the run's user.
+  const deviceDir = mkdtempSync(join(tmpdir(), 'tether-roots-'));
+  t.teardown(() => rmSync(deviceDir, { recursive: true, force: true }));
+  chmodSync(deviceDir, 0o755);
+  writeFileSync(join(deviceDir, 'secret'), 'root only\n', { mode: 0o600 });
+  symlinkSync(join(deviceDir, 'secret'), join(work, 'roots'));
   const r = await tether(d, [
     'run',
     '-u',
