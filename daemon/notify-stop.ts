@@ -173,8 +173,11 @@ export class NotifiedStop extends SyscallStop {
       flagsArg === null
         ? F.O_CREAT | F.O_WRONLY | F.O_TRUNC
         : Number(BigInt.asIntN(32, changed.get(flagsArg) ?? this.args[flagsArg]!));
+    // The mode matters only to a file the open creates (with the program's umask).
     const mode =
-      Number(this.args[this.name === 'creat' ? 1 : at + 2]! & 0o7777n) & ~umaskOf(this.tid);
+      flags & F.O_CREAT
+        ? Number(this.args[this.name === 'creat' ? 1 : at + 2]! & 0o7777n) & ~umaskOf(this.tid)
+        : 0;
     const who = process.getuid?.() === 0 ? [ids.fsuid, ids.fsgid, ...ids.groups] : [];
     // An open of a FIFO waits for its other end, and must not outlive the call: once the
     // program is gone, the other end is opened and closed to end the wait. Through a handle

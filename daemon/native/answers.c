@@ -134,12 +134,7 @@ static void finalize(napi_env env, void *data, void *hint) {
 }
 
 static struct table *get_table(napi_env env, napi_value v) {
-  void *p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    type_error(env, "table", "an answer table");
-    return NULL;
-  }
-  return p;
+  return get_external(env, v, "table");
 }
 
 /* answersCreate(arch, specs, maxEntries, maxBytes): a table for calls of AUDIT_ARCH `arch`;

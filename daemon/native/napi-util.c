@@ -161,3 +161,11 @@ napi_value set_int(napi_env env, napi_value obj, const char *key, int64_t v) {
   return obj;
 }
 
+void *get_external(napi_env env, napi_value v, const char *what) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    type_error(env, what, "one made by this addon");
+    return NULL;
+  }
+  return p;
+}

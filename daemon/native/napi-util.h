@@ -22,4 +22,6 @@ char **get_strv(napi_env env, napi_value obj, const char *key);
 bool arg_ints(napi_env env, napi_callback_info info, size_t want, int64_t *out,
               const char *const *names, const int64_t *min, const int64_t *max);
 napi_value set_int(napi_env env, napi_value obj, const char *key, int64_t v);
+/* The pointer of an external made by this addon; NULL (TypeError thrown) for anything else. */
+void *get_external(napi_env env, napi_value v, const char *what);
 #endif

@@ -120,13 +120,28 @@ static void finalize(napi_env env, void *data, void *hint) {
   free(data);
 }
 
-static struct notifier *get_notifier(napi_env env, napi_value v) {
-  void *p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    type_error(env, "notifier", "a notifier");
-    return NULL;
+/* The notifier (argv[0]) and, when `id` is given, the notification id (argv[1]) of a call
+ * taking `want` arguments; false with an exception thrown. */
+static bool notifier_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv,
+                          struct notifier **n, uint64_t *id) {
+  size_t argc = want;
+  bool lossless;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < want) return type_error(env, "arguments", "all of them");
+  if (!(*n = get_external(env, argv[0], "notifier"))) return false;
+  if (id && napi_get_value_bigint_uint64(env, argv[1], id, &lossless) != napi_ok)
+    return type_error(env, "id", "a bigint");
+  return true;
+}
+
+/* An ioctl on the listener; once stopped (the run is over) no notification is pending and
+ * the fd number may be another file's: ENOENT without touching it. */
+static int notif_ioctl(struct notifier *n, unsigned long req, void *arg) {
+  if (n->stopped) {
+    errno = ENOENT;
+    return -1;
   }
-  return p;
+  return ioctl(n->listener, req, arg);
 }
 
 /* notifyStart(listener, table|null, onNotify): takes the listener fd (closed by notifyStop)
@@ -170,16 +185,12 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
  * failure `error` (a negative errno), or lets the call run as written (cont). False when the
  * notification is no longer pending (its task was interrupted or killed). */
 static napi_value js_send(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct notifier *n;
+  struct notifier *n = NULL;
   uint64_t id;
   int64_t val, error;
   bool lossless, cont;
-  if (argc < 5 || !(n = get_notifier(env, argv[0]))) return NULL;
-  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok)
-    return type_error(env, "id", "a bigint"), NULL;
+  if (!notifier_args(env, info, 5, argv, &n, &id)) return NULL;
   if (napi_get_value_bigint_int64(env, argv[2], &val, &lossless) != napi_ok)
     return type_error(env, "val", "a bigint"), NULL;
   if (!get_int(env, argv[3], "error", -4095, 0, &error)) return NULL;
@@ -187,13 +198,10 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
     return type_error(env, "cont", "a boolean"), NULL;
   struct seccomp_notif_resp resp = {.id = id, .val = val, .error = (__s32)error};
   if (cont) resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+  int r = notif_ioctl(n, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+  if (r < 0 && errno != ENOENT) return throw_errno(env, "ioctl(SECCOMP_IOCTL_NOTIF_SEND)", errno);
   napi_value res;
-  if (ioctl(n->listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0) {
-    if (errno != ENOENT) return throw_errno(env, "ioctl(SECCOMP_IOCTL_NOTIF_SEND)", errno);
-    napi_get_boolean(env, false, &res);
-    return res;
-  }
-  napi_get_boolean(env, true, &res);
+  napi_get_boolean(env, r == 0, &res);
   return res;
 }
 
@@ -202,16 +210,12 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
  * Linux 5.14): the number, or a negative errno (-ENOENT: no longer pending; another, such
  * as -EMFILE: still pending, to be answered with it). */
 static napi_value js_add_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct notifier *n;
+  struct notifier *n = NULL;
   uint64_t id;
   int64_t fd;
-  bool lossless, cloexec;
-  if (argc < 4 || !(n = get_notifier(env, argv[0]))) return NULL;
-  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok)
-    return type_error(env, "id", "a bigint"), NULL;
+  bool cloexec;
+  if (!notifier_args(env, info, 4, argv, &n, &id)) return NULL;
   if (!get_int(env, argv[2], "fd", 0, INT32_MAX, &fd)) return NULL;
   if (napi_get_value_bool(env, argv[3], &cloexec) != napi_ok)
     return type_error(env, "cloexec", "a boolean"), NULL;
@@ -219,7 +223,7 @@ static napi_value js_add_fd(napi_env env, napi_callback_info info) {
                                     .flags = SECCOMP_ADDFD_FLAG_SEND,
                                     .srcfd = (__u32)fd,
                                     .newfd_flags = cloexec ? O_CLOEXEC : 0};
-  long r = ioctl(n->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+  int r = notif_ioctl(n, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
   napi_value res;
   napi_create_int64(env, r < 0 ? -errno : r, &res);
   return res;
@@ -227,28 +231,20 @@ static napi_value js_add_fd(napi_env env, napi_callback_info info) {
 
 /* notifyIdValid(notifier, id): whether notification `id` is still pending. */
 static napi_value js_id_valid(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct notifier *n;
+  struct notifier *n = NULL;
   uint64_t id;
-  bool lossless;
-  if (argc < 2 || !(n = get_notifier(env, argv[0]))) return NULL;
-  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok)
-    return type_error(env, "id", "a bigint"), NULL;
+  if (!notifier_args(env, info, 2, argv, &n, &id)) return NULL;
   napi_value res;
-  napi_get_boolean(env, ioctl(n->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0, &res);
+  napi_get_boolean(env, notif_ioctl(n, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0, &res);
   return res;
 }
 
 /* notifyStop(notifier): stops receiving and closes the listener (the run is over). */
 static napi_value js_stop(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  struct notifier *n;
-  if (argc < 1 || !(n = get_notifier(env, argv[0]))) return NULL;
-  stop(n);
+  struct notifier *n = NULL;
+  if (notifier_args(env, info, 1, argv, &n, NULL)) stop(n);
   return NULL;
 }
 
